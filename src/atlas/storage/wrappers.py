@@ -1,0 +1,249 @@
+"""zarr v3 store wrappers: error translation, injected latency and faults, and retries.
+
+Every wrapper is a :class:`zarr.storage.WrapperStore`, so anything that takes a zarr store
+(zarr-python arrays and groups, our OME-Zarr writer and reader, the byte helpers on
+:class:`atlas.storage.Store`) goes through the same stack::
+
+    RetryStore( LatencyStore( FaultStore( TranslatingStore( LocalStore | FsspecStore ))))
+
+Faults sit inside the retry layer, so a transient injected fault is retried exactly like a
+real dropped connection would be.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import random
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from zarr.abc.store import ByteRequest, Store
+from zarr.core.buffer import Buffer, BufferPrototype
+from zarr.storage import WrapperStore
+
+from atlas.errors import AtlasError, InjectedFault, StoreUnavailable
+from atlas.storage.failures import translate
+from atlas.storage.location import StoreLocation
+
+T = TypeVar("T")
+
+READ_OPS = frozenset({"get", "exists", "list"})
+WRITE_OPS = frozenset({"set", "delete"})
+
+
+class _HookedStore(WrapperStore[Store]):
+    """A wrapper that runs every operation through :meth:`_call` (override it)."""
+
+    async def _call(self, op: str, key: str, fn: Callable[[], Awaitable[T]]) -> T:
+        return await fn()
+
+    async def get(
+        self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
+    ) -> Buffer | None:
+        return await self._call("get", key, lambda: self._store.get(key, prototype, byte_range))
+
+    async def get_partial_values(
+        self,
+        prototype: BufferPrototype,
+        key_ranges: Iterable[tuple[str, ByteRequest | None]],
+    ) -> list[Buffer | None]:
+        ranges = list(key_ranges)
+        return list(
+            await asyncio.gather(*(self.get(key, prototype, rng) for key, rng in ranges))
+        )
+
+    async def exists(self, key: str) -> bool:
+        return await self._call("exists", key, lambda: self._store.exists(key))
+
+    async def set(self, key: str, value: Buffer) -> None:
+        await self._call("set", key, lambda: self._store.set(key, value))
+
+    async def set_if_not_exists(self, key: str, value: Buffer) -> None:
+        await self._call("set", key, lambda: self._store.set_if_not_exists(key, value))
+
+    async def delete(self, key: str) -> None:
+        await self._call("delete", key, lambda: self._store.delete(key))
+
+    async def _collect(self, key: str, gen: Callable[[], AsyncIterator[str]]) -> list[str]:
+        async def run() -> list[str]:
+            return [k async for k in gen()]
+
+        return await self._call("list", key, run)
+
+    async def list(self) -> AsyncIterator[str]:
+        for k in await self._collect("", self._store.list):
+            yield k
+
+    async def list_prefix(self, prefix: str) -> AsyncIterator[str]:
+        for k in await self._collect(prefix, lambda: self._store.list_prefix(prefix)):
+            yield k
+
+    async def list_dir(self, prefix: str) -> AsyncIterator[str]:
+        for k in await self._collect(prefix, lambda: self._store.list_dir(prefix)):
+            yield k
+
+
+class TranslatingStore(_HookedStore):
+    """Re-raises backend exceptions as :mod:`atlas.errors` naming the site, URL and key."""
+
+    def __init__(self, store: Store, location: StoreLocation) -> None:
+        super().__init__(store)
+        self.location = location
+
+    def _with_store(self, store: Store) -> TranslatingStore:
+        return type(self)(store, self.location)
+
+    async def _call(self, op: str, key: str, fn: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await fn()
+        except AtlasError:
+            raise
+        except Exception as exc:
+            mapped = translate(exc, self.location, key or None, op)
+            if mapped is None:
+                raise
+            raise mapped from exc
+
+
+@dataclass(frozen=True)
+class LatencyConfig:
+    """Added delay per request, in seconds: ``base`` plus uniform ``jitter``."""
+
+    base: float = 0.0
+    jitter: float = 0.0
+    ops: frozenset[str] = READ_OPS | WRITE_OPS
+
+
+class LatencyStore(_HookedStore):
+    """Sleeps before each request, to emulate a far-away object store in tests and benchmarks."""
+
+    def __init__(self, store: Store, config: LatencyConfig, seed: int | None = None) -> None:
+        super().__init__(store)
+        self.config = config
+        self._rng = random.Random(seed)
+
+    def _with_store(self, store: Store) -> LatencyStore:
+        return type(self)(store, self.config)
+
+    async def _call(self, op: str, key: str, fn: Callable[[], Awaitable[T]]) -> T:
+        if op in self.config.ops:
+            delay = self.config.base + self.config.jitter * self._rng.random()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        return await fn()
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    """Which requests fail on purpose.
+
+    ``probability`` fails a random share of matching requests; ``fail_first`` fails the first N
+    attempts on each matching key and then lets it through (a transient fault that a retry
+    overcomes); ``corrupt`` flips bytes in what ``get`` returns instead of raising. Keys match
+    the glob ``pattern``.
+    """
+
+    probability: float = 0.0
+    fail_first: int = 0
+    ops: frozenset[str] = READ_OPS | WRITE_OPS
+    pattern: str = "*"
+    corrupt: bool = False
+    seed: int = 0
+
+
+class FaultStore(_HookedStore):
+    """Injects :class:`atlas.errors.InjectedFault` (or corrupted bytes) per :class:`FaultConfig`."""
+
+    def __init__(self, store: Store, config: FaultConfig) -> None:
+        super().__init__(store)
+        self.config = config
+        self._rng = random.Random(config.seed)
+        self._attempts: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+        self.injected = 0
+
+    def _with_store(self, store: Store) -> FaultStore:
+        return type(self)(store, self.config)
+
+    def _should_fail(self, op: str, key: str) -> bool:
+        cfg = self.config
+        if op not in cfg.ops or not fnmatch.fnmatchcase(key, cfg.pattern):
+            return False
+        with self._lock:
+            if cfg.fail_first:
+                n = self._attempts.get((op, key), 0)
+                self._attempts[(op, key)] = n + 1
+                if n < cfg.fail_first:
+                    return True
+            return cfg.probability > 0 and self._rng.random() < cfg.probability
+
+    async def _call(self, op: str, key: str, fn: Callable[[], Awaitable[T]]) -> T:
+        if not self._should_fail(op, key):
+            return await fn()
+        self.injected += 1
+        if self.config.corrupt and op == "get":
+            result = await fn()
+            if isinstance(result, Buffer) and len(result):
+                raw = bytearray(result.to_bytes())
+                for i in range(0, len(raw), max(1, len(raw) // 8)):
+                    raw[i] ^= 0xFF
+                return type(result).from_bytes(bytes(raw))  # type: ignore[return-value]
+            return result
+        raise InjectedFault(f"injected fault on {op} {key!r}")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter for transient failures (``StoreUnavailable``).
+
+    ``Forbidden``, ``NotFound``, ``InvalidInput`` and ``CorruptData`` are never retried: retrying
+    cannot fix them.
+    """
+
+    attempts: int = 4
+    base_delay: float = 0.05
+    max_delay: float = 2.0
+    multiplier: float = 2.0
+    retry_on: tuple[type[BaseException], ...] = field(default=(StoreUnavailable,))
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait before retry number ``attempt`` (1-based)."""
+        cap = min(self.max_delay, self.base_delay * self.multiplier ** (attempt - 1))
+        return (rng or random).uniform(0, cap)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return {
+            "attempts": self.attempts,
+            "base_delay": self.base_delay,
+            "max_delay": self.max_delay,
+            "multiplier": self.multiplier,
+        }
+
+
+class RetryStore(_HookedStore):
+    """Retries transient failures of the wrapped store per :class:`RetryPolicy`."""
+
+    def __init__(self, store: Store, policy: RetryPolicy) -> None:
+        super().__init__(store)
+        self.policy = policy
+        self.retries = 0
+        self._rng = random.Random()
+
+    def _with_store(self, store: Store) -> RetryStore:
+        return type(self)(store, self.policy)
+
+    async def _call(self, op: str, key: str, fn: Callable[[], Awaitable[T]]) -> T:
+        attempt = 1
+        while True:
+            try:
+                return await fn()
+            except self.policy.retry_on:
+                if attempt >= self.policy.attempts:
+                    raise
+                self.retries += 1
+                await asyncio.sleep(self.policy.delay(attempt, self._rng))
+                attempt += 1
