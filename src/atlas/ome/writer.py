@@ -311,7 +311,12 @@ def write_image(
     path = _check_path(path)
     layout = layout or Layout()
     shape = tuple(int(n) for n in data.shape)
-    axes = axes or {2: "yx", 3: "zyx"}.get(len(shape), "")
+    if axes is None:
+        if len(shape) not in (2, 3):
+            raise InvalidInput(
+                f"data has {len(shape)} dimensions; pass axes='czyx' or 'cyx' for channel images"
+            )
+        axes = "yx" if len(shape) == 2 else "zyx"
     axis_objs = make_axes(axes)
     if len(shape) != len(axes):
         raise InvalidInput(f"data has {len(shape)} dimensions but axes {axes!r} has {len(axes)}")

@@ -172,6 +172,8 @@ class FaultStore(_HookedStore):
         cfg = self.config
         if op not in cfg.ops or not fnmatch.fnmatchcase(key, cfg.pattern):
             return False
+        if cfg.corrupt and op != "get":
+            return False
         with self._lock:
             if cfg.fail_first:
                 n = self._attempts.get((op, key), 0)

@@ -1,0 +1,105 @@
+"""The ``atlas`` command line (typer). Each command is a thin shell over the Python API."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from atlas import __version__
+from atlas.cli import bench as bench_cli
+from atlas.cli import sites as sites_cli
+from atlas.errors import AtlasError
+
+app = typer.Typer(
+    name="atlas",
+    help="Atlas: a federated cancer-imaging atlas on OME-Zarr.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(bench_cli.app, name="bench")
+app.add_typer(sites_cli.app, name="sites")
+
+BACKENDS = ("numpy", "zarr", "numcodecs", "tensorstore", "fsspec", "s3fs", "dask", "distributed")
+
+
+@app.command()
+def version() -> None:
+    """Print the Atlas version."""
+    typer.echo(f"atlas {__version__}")
+
+
+@app.command()
+def doctor(
+    sites: Path | None = typer.Option(None, "--sites", help="sites.toml (default: $ATLAS_SITES)."),
+) -> None:
+    """Report installed backends, whether the native kernels are compiled, and site health."""
+    from atlas.config import load_sites
+    from atlas.kernels import native_available
+
+    console = Console()
+    table = Table(title="Backends")
+    table.add_column("component")
+    table.add_column("status")
+    for name in BACKENDS:
+        try:
+            mod = importlib.import_module(name)
+            table.add_row(name, f"[green]{getattr(mod, '__version__', 'installed')}[/]")
+        except ImportError:
+            table.add_row(name, "[yellow]not installed[/]")
+    table.add_row(
+        "native kernels",
+        "[green]compiled[/]" if native_available() else "[red]not compiled (pip install -e .)[/]",
+    )
+    console.print(table)
+    configured = load_sites(sites)
+    if not configured:
+        console.print("No sites configured (use --sites FILE or $ATLAS_SITES).")
+        return
+    ok = sites_cli.print_checks(console, configured, probe=False)
+    if not ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    data_dir: Path = typer.Option(Path("atlas-data"), help="Local store directory (embedded default)."),
+    shape: str = typer.Option("128,512,512", help="Phantom size z,y,x."),
+    seed: int = typer.Option(0, help="Phantom seed."),
+) -> None:
+    """Write a generated CT-like volume with labels as OME-Zarr, read it back, render a slice."""
+    from atlas.demo import run_demo
+
+    dims = tuple(int(v) for v in shape.split(","))
+    if len(dims) != 3:
+        raise typer.BadParameter("shape must be z,y,x")
+    run_demo(data_dir, dims, seed=seed, console=Console())  # type: ignore[arg-type]
+
+
+@app.command()
+def info(
+    store: str = typer.Argument(..., help="Store URL or directory."),
+    path: str = typer.Argument(..., help="Image path inside the store (ends in .ome.zarr)."),
+) -> None:
+    """Show an image's metadata: levels, layout, windows, labels."""
+    from atlas.demo import image_table
+    from atlas.ome import open_image
+
+    image = open_image(store, path)
+    Console().print(image_table(image))
+
+
+def main() -> None:
+    """Entry point: run the CLI, turning Atlas errors into a one-line message and exit code 2."""
+    try:
+        app()
+    except AtlasError as exc:
+        Console(stderr=True).print(f"[red]error:[/] {type(exc).__name__}: {exc}")
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

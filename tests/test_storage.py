@@ -1,0 +1,280 @@
+"""The storage layer: one store test suite for local, memory and S3, plus failure paths."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import time
+
+import numpy as np
+import pytest
+import zarr
+
+from atlas.errors import (
+    ConfigError,
+    Forbidden,
+    InjectedFault,
+    InvalidInput,
+    NotFound,
+    StoreUnavailable,
+)
+from atlas.storage import (
+    FaultConfig,
+    LatencyConfig,
+    RetryPolicy,
+    Store,
+    Timeouts,
+    open_store,
+    parse_url,
+)
+from tests.stores import any_store, s3_store  # noqa: F401
+
+
+class TestStoreSuite:
+    """The reusable store suite (like zarr-python's StoreTests), run on every store kind."""
+
+    def test_bytes_round_trip(self, any_store: Store) -> None:
+        any_store.write_bytes("a/b/c.bin", b"\x00\x01payload")
+        assert any_store.read_bytes("a/b/c.bin") == b"\x00\x01payload"
+        assert any_store.exists("a/b/c.bin")
+        assert not any_store.exists("a/b/missing")
+
+    def test_missing_key_is_not_found(self, any_store: Store) -> None:
+        with pytest.raises(NotFound, match="no object 'nope'"):
+            any_store.read_bytes("nope")
+
+    def test_list_and_delete(self, any_store: Store) -> None:
+        for k in ("p/1", "p/2", "p/sub/3", "q/4"):
+            any_store.write_bytes(k, k.encode())
+        assert any_store.list("p/") == ["p/1", "p/2", "p/sub/3"]
+        any_store.delete("p/1")
+        assert any_store.list("p/") == ["p/2", "p/sub/3"]
+        assert any_store.delete_prefix("p") == 2
+        assert any_store.list() == ["q/4"]
+        with pytest.raises(InvalidInput):
+            any_store.delete_prefix("")
+
+    def test_child_store_sees_prefix(self, any_store: Store) -> None:
+        any_store.write_bytes("x/y/z", b"1")
+        child = any_store.child("x")
+        assert child.read_bytes("y/z") == b"1"
+        assert child.url.endswith("/x")
+
+    def test_zarr_array_round_trip(self, any_store: Store) -> None:
+        data = np.arange(24, dtype="int16").reshape(2, 3, 4)
+        arr = zarr.create_array(any_store.zarr_store(), name="arr", shape=data.shape, dtype="int16")
+        arr[:] = data
+        back = zarr.open_array(any_store.zarr_store(), path="arr", mode="r")
+        np.testing.assert_array_equal(back[:], data)
+
+    def test_pickle_reopens_same_data(self, any_store: Store) -> None:
+        any_store.write_bytes("k", b"v")
+        clone = pickle.loads(pickle.dumps(any_store))
+        assert clone == any_store
+        assert clone.read_bytes("k") == b"v"
+        # the pickle holds names of credential variables, never their values
+        raw = pickle.dumps(any_store)
+        for var in (any_store.location.key_env, any_store.location.secret_env):
+            secret = os.environ.get(var)
+            if secret:
+                assert secret.encode() not in raw
+
+    def test_probe(self, any_store: Store) -> None:
+        result = any_store.probe()
+        assert result.ok
+        assert result.write_ms >= 0 and result.read_ms >= 0
+        assert any_store.list(".atlas-probe/") == []
+
+
+def _read_in_child(store: Store, key: str, queue: multiprocessing.Queue) -> None:
+    queue.put(store.read_bytes(key))
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_handle_reopens_in_another_process(kind: str, request, tmp_path) -> None:
+    from tests.stores import make_store
+
+    store = make_store(kind, request, tmp_path)
+    store.write_bytes("shared", b"from parent")
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_read_in_child, args=(store, "shared", queue))
+    proc.start()
+    proc.join(60)
+    assert proc.exitcode == 0
+    assert queue.get(timeout=5) == b"from parent"
+
+
+class TestUrls:
+    def test_local_paths(self, tmp_path) -> None:
+        loc = parse_url(tmp_path / "data")
+        assert loc.scheme == "file" and loc.root == str(tmp_path / "data")
+        assert parse_url(f"file://{tmp_path}").root == str(tmp_path)
+
+    def test_s3_with_query_options(self) -> None:
+        loc = parse_url("s3://bucket/a/b?endpoint=http://127.0.0.1:9000&region=eu-west-1&key_env=K")
+        assert (loc.bucket, loc.prefix, loc.endpoint, loc.region, loc.key_env) == (
+            "bucket",
+            "a/b",
+            "http://127.0.0.1:9000",
+            "eu-west-1",
+            "K",
+        )
+        assert loc.url == "s3://bucket/a/b"
+
+    @pytest.mark.parametrize(
+        "url, match",
+        [
+            ("", "empty store URL"),
+            ("gs://bucket/x", "unsupported store URL scheme"),
+            ("s3:///nobucket", "no bucket"),
+            ("s3://b/x?colour=red", "unknown S3 URL option"),
+            ("s3://b/x?endpoint=ftp://h", "must be an http"),
+            ("memory://", "need a name"),
+            ("memory://a/../b", r"may not contain '\.\.'"),
+        ],
+    )
+    def test_bad_urls(self, url: str, match: str) -> None:
+        with pytest.raises(InvalidInput, match=match):
+            parse_url(url)
+
+    def test_location_json_round_trip(self) -> None:
+        loc = parse_url("s3://b/p", endpoint="http://127.0.0.1:1", site="x")
+        from atlas.storage import StoreLocation
+
+        assert StoreLocation.from_dict(loc.to_dict()) == loc
+
+
+class TestWrappers:
+    def test_latency_is_added_per_request(self) -> None:
+        store = open_store("memory://lat", latency=LatencyConfig(base=0.05))
+        t0 = time.perf_counter()
+        store.write_bytes("k", b"v")
+        store.read_bytes("k")
+        assert time.perf_counter() - t0 >= 0.1
+
+    def test_transient_faults_are_retried(self) -> None:
+        store = open_store(
+            "memory://flaky",
+            faults=FaultConfig(fail_first=2),
+            retry=RetryPolicy(attempts=4, base_delay=0.001),
+        )
+        store.write_bytes("k", b"v")
+        assert store.read_bytes("k") == b"v"
+        assert store.zarr_store().retries == 4  # 2 for the write, 2 for the read
+
+    def test_persistent_faults_surface_after_bounded_retries(self) -> None:
+        store = open_store(
+            "memory://broken",
+            faults=FaultConfig(probability=1.0, ops=frozenset({"get"})),
+            retry=RetryPolicy(attempts=3, base_delay=0.001),
+        )
+        store.write_bytes("k", b"v")
+        with pytest.raises(InjectedFault, match="injected fault on get 'k'"):
+            store.read_bytes("k")
+        assert store.zarr_store().retries == 2
+
+    def test_no_retry_on_not_found(self) -> None:
+        store = open_store("memory://nf", retry=RetryPolicy(attempts=5, base_delay=0.001))
+        with pytest.raises(NotFound):
+            store.read_bytes("absent")
+        assert store.zarr_store().retries == 0
+
+    def test_backoff_grows_and_is_capped(self) -> None:
+        import random
+
+        policy = RetryPolicy(base_delay=0.1, max_delay=0.3, multiplier=2)
+        rng = random.Random(0)
+        caps = [max(policy.delay(a, rng) for _ in range(200)) for a in (1, 2, 3, 6)]
+        assert caps[0] <= 0.1 < caps[1] <= 0.2 < caps[2] <= 0.3
+        assert caps[3] <= 0.3
+
+    def test_corruption_injection_changes_bytes(self) -> None:
+        store = open_store("memory://corrupt", faults=FaultConfig(corrupt=True, probability=1.0))
+        store.write_bytes("k", b"0123456789abcdef")
+        assert store.read_bytes("k") != b"0123456789abcdef"
+
+
+class TestLocalFailures:
+    def test_file_in_the_way(self, tmp_path) -> None:
+        (tmp_path / "f").write_text("not a directory")
+        store = open_store(tmp_path / "f" / "store")
+        with pytest.raises(InvalidInput, match="a file is in the way"):
+            store.write_bytes("k", b"v")
+
+    def test_missing_directory_when_not_creating(self, tmp_path) -> None:
+        with pytest.raises(NotFound, match="does not exist"):
+            open_store(tmp_path / "absent").ensure_reachable()
+
+
+@pytest.mark.s3
+class TestS3Failures:
+    def test_wrong_secret_is_forbidden_and_names_site(self, seaweed) -> None:
+        from atlas.testing.seaweed import S3Credentials
+
+        bad = S3Credentials(seaweed.admin.access_key, "wrong-secret")
+        store = s3_store(seaweed, creds=bad, site="rotterdam")
+        with pytest.raises(Forbidden, match="site 'rotterdam'") as info:
+            store.ensure_reachable()
+        assert "wrong-secret" not in str(info.value)
+        with pytest.raises(Forbidden):
+            store.write_bytes("k", b"v")
+
+    def test_read_only_identity_cannot_write(self, seaweed) -> None:
+        writer = s3_store(seaweed)
+        writer.write_bytes("k", b"v")
+        reader_view = s3_store(seaweed, creds=seaweed.readonly, prefix=writer.location.prefix)
+        assert reader_view.read_bytes("k") == b"v"
+        with pytest.raises(Forbidden, match="refused to set"):
+            reader_view.write_bytes("k2", b"v")
+
+    def test_missing_bucket_is_not_found(self, seaweed) -> None:
+        store = s3_store(seaweed, bucket="no-such-bucket")
+        with pytest.raises(NotFound, match="bucket 'no-such-bucket' does not exist"):
+            store.ensure_reachable()
+
+    def test_dead_endpoint_fails_fast(self) -> None:
+        import socket
+
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        sock.close()  # nothing listens there now
+        os.environ["ATLAS_DEAD_KEY"] = "k"
+        os.environ["ATLAS_DEAD_SECRET"] = "s"
+        store = open_store(
+            "s3://atlas/x",
+            endpoint=f"http://127.0.0.1:{port}",
+            key_env="ATLAS_DEAD_KEY",
+            secret_env="ATLAS_DEAD_SECRET",
+            site="offline",
+            timeouts=Timeouts(connect=1.0, read=2.0, client_attempts=1),
+            retry=RetryPolicy(attempts=2, base_delay=0.01),
+        )
+        t0 = time.perf_counter()
+        with pytest.raises(StoreUnavailable, match="site 'offline'.*unreachable"):
+            store.read_bytes("k")
+        with pytest.raises(StoreUnavailable):
+            store.ensure_reachable()
+        assert time.perf_counter() - t0 < 30
+
+    def test_missing_credentials_variable(self, seaweed) -> None:
+        store = open_store(
+            "s3://atlas/x", endpoint=seaweed.endpoint_url, key_env="ATLAS_UNSET_1", secret_env="ATLAS_UNSET_2"
+        )
+        with pytest.raises(ConfigError, match="ATLAS_UNSET_1, ATLAS_UNSET_2"):
+            store.read_bytes("k")
+
+    def test_tensorstore_spec_reads_same_bytes(self, seaweed) -> None:
+        import tensorstore as ts
+
+        store = s3_store(seaweed)
+        store.write_bytes("blob", b"tensorstore sees this")
+        with store.aws_environment():
+            kv = ts.KvStore.open(store.kvstore_spec()).result()
+        assert kv.read("blob").result().value == b"tensorstore sees this"
+
+    def test_memory_store_refuses_tensorstore(self) -> None:
+        with pytest.raises(InvalidInput, match="memory:// stores live inside one Python process"):
+            open_store("memory://x").kvstore_spec()
