@@ -18,3 +18,25 @@ def kernels(
     from atlas.bench.kernels import run
 
     run(out=out, quick=quick)
+
+
+@app.command("write")
+def write(
+    out: Path = typer.Option(Path("bench-results/write"), help="Folder for JSON/Markdown/PNG."),
+    quick: bool = typer.Option(False, help="Tiny sizes, one repeat (smoke run for CI)."),
+    s3: bool = typer.Option(True, help="Also measure a SeaweedFS S3 server started for the run."),
+    shape: str = typer.Option("", help="Volume z,y,x (default 128,512,512; quick 16,128,128)."),
+    repeats: int = typer.Option(0, help="Repeats per case (default 3; quick 1)."),
+) -> None:
+    """Write/read MB/s and compression for codec/chunk/shard choices vs zarr-python defaults."""
+    from atlas.bench.write import run
+
+    dims = tuple(int(v) for v in shape.split(",")) if shape else None
+    if dims is not None and len(dims) != 3:
+        raise typer.BadParameter("shape must be z,y,x")
+    paths = run(
+        out=out, quick=quick, s3=s3, shape=dims, repeats=repeats or None,  # type: ignore[arg-type]
+        progress=lambda msg: typer.echo(f"  measuring {msg}", err=True),
+    )
+    for kind, path in paths.items():
+        typer.echo(f"{kind}: {path}")

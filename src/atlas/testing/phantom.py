@@ -69,8 +69,13 @@ def _slab(
     img[tumour] = 100.0
     img[np.broadcast_to(spine & body, img.shape)] = 700.0
     rng = np.random.default_rng([seed, z0])
-    img += rng.normal(0.0, 12.0, size=img.shape).astype(np.float32)
-    return np.clip(np.rint(img), -1024, 3071).astype(np.int16)
+    noise = rng.standard_normal(size=img.shape, dtype=np.float32)
+    noise *= 12.0
+    img += noise
+    del noise
+    np.rint(img, out=img)
+    np.clip(img, -1024, 3071, out=img)
+    return img.astype(np.int16)
 
 
 def make_phantom(
@@ -80,7 +85,7 @@ def make_phantom(
     origin: tuple[float, float, float] = (-200.0, -180.0, -400.0),
     n_tumours: int = 3,
     seed: int = 0,
-    slab: int = 32,
+    slab: int = 16,
 ) -> Phantom:
     """A CT-like phantom of ``shape`` (z, y, x) as dask arrays (nothing computed yet)."""
     import dask.array as da
