@@ -16,7 +16,12 @@ STORE_KINDS = ["local", "memory", "s3"]
 
 
 def s3_store(
-    server, bucket: str = "atlas", creds=None, site: str = "test-site", prefix: str | None = None, **kw
+    server,
+    bucket: str = "atlas",
+    creds=None,
+    site: str = "test-site",
+    prefix: str | None = None,
+    **kw,
 ) -> Store:
     """A store on a SeaweedFS test server with credentials passed through env variables."""
     creds = creds or server.admin

@@ -102,7 +102,8 @@ def test_sites_list_and_check_against_real_servers(seaweed_sites, tmp_path) -> N
         env[f"{var}_KEY"], env[f"{var}_SECRET"] = server.admin.access_key, server.admin.secret_key
         lines.append(
             f'[[site]]\nname = "{server.name}"\ncountry = "NL"\nstore = "s3://atlas/cli"\n'
-            f'endpoint = "{server.endpoint_url}"\nkey_env = "{var}_KEY"\nsecret_env = "{var}_SECRET"\n'
+            f'endpoint = "{server.endpoint_url}"\n'
+            f'key_env = "{var}_KEY"\nsecret_env = "{var}_SECRET"\n'
         )
     sites = tmp_path / "sites.toml"
     sites.write_text("\n".join(lines))
@@ -119,11 +120,11 @@ def test_sites_list_and_check_against_real_servers(seaweed_sites, tmp_path) -> N
     env_bad = {"BAD_KEY": "nobody", "BAD_SECRET": "nothing"}
     os.environ.update(env_bad)
     sites.write_text(
-        sites.read_text()
-        + f'\n[[site]]\nname = "offline"\nstore = "s3://atlas/x"\n'
+        sites.read_text() + f'\n[[site]]\nname = "offline"\nstore = "s3://atlas/x"\n'
         f'endpoint = "http://127.0.0.1:{_dead_port()}"\nconnect_timeout = 1\n'
         + f'\n[[site]]\nname = "wrong-key"\nstore = "s3://atlas/x"\n'
-        f'endpoint = "{seaweed_sites[0].endpoint_url}"\nkey_env = "BAD_KEY"\nsecret_env = "BAD_SECRET"\n'
+        f'endpoint = "{seaweed_sites[0].endpoint_url}"\n'
+        'key_env = "BAD_KEY"\nsecret_env = "BAD_SECRET"\n'
     )
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "x")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "y")

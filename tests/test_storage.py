@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 import zarr
+from tests.stores import any_store, s3_store  # noqa: F401
 
 from atlas.errors import (
     ConfigError,
@@ -28,7 +29,6 @@ from atlas.storage import (
     open_store,
     parse_url,
 )
-from tests.stores import any_store, s3_store  # noqa: F401
 
 
 class TestStoreSuite:
@@ -253,7 +253,7 @@ class TestS3Failures:
             retry=RetryPolicy(attempts=2, base_delay=0.01),
         )
         t0 = time.perf_counter()
-        with pytest.raises(StoreUnavailable, match="site 'offline'.*unreachable"):
+        with pytest.raises(StoreUnavailable, match=r"site 'offline'.*unreachable"):
             store.read_bytes("k")
         with pytest.raises(StoreUnavailable):
             store.ensure_reachable()
@@ -261,7 +261,10 @@ class TestS3Failures:
 
     def test_missing_credentials_variable(self, seaweed) -> None:
         store = open_store(
-            "s3://atlas/x", endpoint=seaweed.endpoint_url, key_env="ATLAS_UNSET_1", secret_env="ATLAS_UNSET_2"
+            "s3://atlas/x",
+            endpoint=seaweed.endpoint_url,
+            key_env="ATLAS_UNSET_1",
+            secret_env="ATLAS_UNSET_2",
         )
         with pytest.raises(ConfigError, match="ATLAS_UNSET_1, ATLAS_UNSET_2"):
             store.read_bytes("k")

@@ -45,8 +45,10 @@ def test_large_volume_write_memory_is_bounded(tmp_path) -> None:
         check=True,
     )
     facts = json.loads(out.stdout.strip().splitlines()[-1])
-    print(f"peak RSS {facts['peak_rss'] / 1e6:.0f} MB for a {size / 1e6:.0f} MB volume "
-          f"({facts['peak_rss'] / size:.2f}x), written in {facts['seconds']:.1f} s")
+    print(
+        f"peak RSS {facts['peak_rss'] / 1e6:.0f} MB for a {size / 1e6:.0f} MB volume "
+        f"({facts['peak_rss'] / size:.2f}x), written in {facts['seconds']:.1f} s"
+    )
     assert facts["exact"]
     assert facts["levels"] == 2
     # the bar is 3x the size; we expect a small fraction of 1x (slabs of one shard)

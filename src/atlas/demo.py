@@ -91,9 +91,7 @@ def run_demo(
         spacing=phantom.spacing,
         origin=phantom.origin,
         modality="CT",
-        labels={
-            "segmentation": LabelSpec(phantom.labels, names=LABEL_NAMES, colors=LABEL_COLORS)
-        },
+        labels={"segmentation": LabelSpec(phantom.labels, names=LABEL_NAMES, colors=LABEL_COLORS)},
         overwrite=True,
     )
     seconds = time.perf_counter() - t0
@@ -102,7 +100,7 @@ def run_demo(
     raw = sum(int(np.prod(lv.shape)) * np.dtype(meta.dtype).itemsize for lv in meta.levels)
     on_disk = sum(stored_bytes(store, f"{path}/{lv.path}") for lv in meta.levels)
     back = image.read(0)
-    exact = bool(np.array_equal(back, np.asarray(phantom.image.compute())))  # type: ignore[attr-defined]
+    exact = bool(np.array_equal(back, np.asarray(phantom.image.compute())))
     z = int(meta.levels[0].shape[0] * 0.7)
     png = render_slice(image, z, data_dir / "demo" / "slice.png", "segmentation")
     console.print(image_table(image))

@@ -73,7 +73,7 @@ class StoreUnavailable(AtlasError, ConnectionError):
 
 
 class InjectedFault(StoreUnavailable):
-    """A fault injected on purpose by :class:`atlas.storage.wrappers.FaultStore` (tests, chaos runs)."""
+    """A fault injected on purpose by :class:`atlas.storage.wrappers.FaultStore` (tests, chaos)."""
 
 
 class CorruptData(AtlasError):

@@ -140,7 +140,7 @@ def run(
 
     shape = shape or ((16, 128, 128) if quick else (128, 512, 512))
     repeats = repeats or (1 if quick else 3)
-    data = np.asarray(make_phantom(shape, seed=0).image.compute())  # type: ignore[attr-defined]
+    data = np.asarray(make_phantom(shape, seed=0).image.compute())
     rows: list[dict[str, Any]] = []
     workdir = Path(tempfile.mkdtemp(prefix="atlas-bench-write-"))
     started = time.perf_counter()

@@ -66,7 +66,9 @@ def doctor(
 
 @app.command()
 def demo(
-    data_dir: Path = typer.Option(Path("atlas-data"), help="Local store directory (embedded default)."),
+    data_dir: Path = typer.Option(
+        Path("atlas-data"), help="Local store directory (embedded default)."
+    ),
     shape: str = typer.Option("128,512,512", help="Phantom size z,y,x."),
     seed: int = typer.Option(0, help="Phantom seed."),
 ) -> None:
@@ -76,7 +78,7 @@ def demo(
     dims = tuple(int(v) for v in shape.split(","))
     if len(dims) != 3:
         raise typer.BadParameter("shape must be z,y,x")
-    run_demo(data_dir, dims, seed=seed, console=Console())  # type: ignore[arg-type]
+    run_demo(data_dir, dims, seed=seed, console=Console())
 
 
 @app.command()

@@ -35,7 +35,11 @@ def write(
     if dims is not None and len(dims) != 3:
         raise typer.BadParameter("shape must be z,y,x")
     paths = run(
-        out=out, quick=quick, s3=s3, shape=dims, repeats=repeats or None,  # type: ignore[arg-type]
+        out=out,
+        quick=quick,
+        s3=s3,
+        shape=dims,
+        repeats=repeats or None,
         progress=lambda msg: typer.echo(f"  measuring {msg}", err=True),
     )
     for kind, path in paths.items():

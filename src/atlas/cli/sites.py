@@ -45,7 +45,9 @@ def check_site(site: Site, probe: bool = True) -> SiteCheck:
         )
         return SiteCheck(site.name, result.ok, reach, detail if result.ok else "probe mismatch")
     except AtlasError as exc:
-        return SiteCheck(site.name, False, (time.perf_counter() - t0) * 1000, f"{type(exc).__name__}: {exc}")
+        return SiteCheck(
+            site.name, False, (time.perf_counter() - t0) * 1000, f"{type(exc).__name__}: {exc}"
+        )
 
 
 def print_checks(console: Console, sites: tuple[Site, ...], probe: bool) -> bool:
@@ -72,8 +74,10 @@ def list_sites(sites: Path | None = SitesOption) -> None:
         table.add_column(col)
     for s in configured:
         loc = s.location
-        creds = "anonymous" if loc.anonymous else (
-            f"${loc.key_env}, ${loc.secret_env}" if loc.scheme == "s3" else "-"
+        creds = (
+            "anonymous"
+            if loc.anonymous
+            else (f"${loc.key_env}, ${loc.secret_env}" if loc.scheme == "s3" else "-")
         )
         table.add_row(s.name, s.country, s.url, loc.endpoint or "-", creds)
     Console().print(table)

@@ -43,7 +43,9 @@ class Layout:
                 raise InvalidInput(
                     f"chunks {self.chunks} and shards {self.shards} have different lengths"
                 )
-            bad = [i for i, (c, s) in enumerate(zip(self.chunks, self.shards, strict=True)) if s % c]
+            bad = [
+                i for i, (c, s) in enumerate(zip(self.chunks, self.shards, strict=True)) if s % c
+            ]
             if bad:
                 raise InvalidInput(
                     f"each shard dimension must be a multiple of the chunk dimension: "
@@ -83,7 +85,7 @@ class Layout:
         elif self.codec.startswith("blosc-"):
             out.append(
                 BloscCodec(
-                    cname=self.codec.split("-", 1)[1],
+                    cname=self.codec.split("-", 1)[1],  # type: ignore[arg-type]
                     clevel=self.level,
                     shuffle="bitshuffle" if itemsize == 1 else "shuffle",
                     typesize=itemsize,

@@ -123,9 +123,7 @@ def make_axes(axes: str) -> tuple[Axis, ...]:
     """Axis objects for an axis string such as ``"zyx"``, ``"yx"``, ``"czyx"``."""
     if axes not in ("zyx", "yx", "czyx", "cyx"):
         raise InvalidInput(f"axes must be one of 'zyx', 'yx', 'czyx', 'cyx', got {axes!r}")
-    return tuple(
-        Axis("c", "channel") if a == "c" else Axis(a, "space", "millimeter") for a in axes
-    )
+    return tuple(Axis("c", "channel") if a == "c" else Axis(a, "space", "millimeter") for a in axes)
 
 
 def default_direction(n_spatial: int) -> np.ndarray:
@@ -233,8 +231,11 @@ def label_json(info: LabelInfo) -> dict[str, Any]:
         {"label-value": v, "rgba": list(info.colors.get(v, default_color(v)))} for v in values
     ]
     props = [
-        {"label-value": v, **({"name": info.names[v]} if v in info.names else {}),
-         **info.properties.get(v, {})}
+        {
+            "label-value": v,
+            **({"name": info.names[v]} if v in info.names else {}),
+            **info.properties.get(v, {}),
+        }
         for v in values
     ]
     return {"colors": colors, "properties": props, "source": {"image": "../../"}}

@@ -126,7 +126,7 @@ class _Node:
 
         arr = self.array(level)
         chunks = arr.shards or arr.chunks
-        return da.from_array(arr, chunks=chunks, asarray=False, fancy=False)  # type: ignore[arg-type]
+        return da.from_array(arr, chunks=chunks, asarray=False, fancy=False)
 
     def _check_level(self, level: int) -> None:
         if not 0 <= level < len(self.levels):
@@ -164,7 +164,9 @@ class _Node:
             try:
                 arr[sl]
             except Exception:
-                shard = tuple(i * c // s for i, c, s in zip(idx, info.chunks, info.shards, strict=True))
+                shard = tuple(
+                    i * c // s for i, c, s in zip(idx, info.chunks, info.shards, strict=True)
+                )
                 obj = f"{self.path}/{info.path}/c/" + "/".join(map(str, shard))
                 return CorruptData(
                     f"corrupted data in {self.path!r} level {level}: chunk {idx} (inner chunk "
@@ -211,7 +213,9 @@ class OmeImage(_Node):
         ome = attrs.get("ome", {})
         ms = ome["multiscales"][0]
         il = ome.get("image-label", {})
-        names = {int(p["label-value"]): str(p["name"]) for p in il.get("properties", []) if "name" in p}
+        names = {
+            int(p["label-value"]): str(p["name"]) for p in il.get("properties", []) if "name" in p
+        }
         colors = {int(c["label-value"]): tuple(c["rgba"]) for c in il.get("colors", [])}
         props = {
             int(p["label-value"]): {k: v for k, v in p.items() if k not in ("label-value", "name")}
@@ -220,9 +224,9 @@ class OmeImage(_Node):
         counts = {
             int(p["label-value"]): int(p["voxel-count"])
             for p in il.get("properties", [])
-            if "voxel-count" in p and p["voxel-count"]
+            if p.get("voxel-count")
         }
-        info = LabelInfo(name, names, colors, props, counts)  # type: ignore[arg-type]
+        info = LabelInfo(name, names, colors, props, counts)
         return OmeLabel(self.store, lpath, _parse_levels(self.store, lpath, ms), info)
 
 
@@ -253,7 +257,7 @@ def open_image(store: Store | str, path: str) -> OmeImage:
     affine = (
         np.asarray(atlas_attrs["affine"])
         if "affine" in atlas_attrs
-        else affine_matrix(spacing, origin, direction)  # type: ignore[arg-type]
+        else affine_matrix(spacing, origin, direction)
     )
     windows = tuple(
         WindowPreset(w["name"], float(w["center"]), float(w["width"]))

@@ -173,14 +173,20 @@ class _LevelWriter:
             step = self.plan[i].step
             depth = self.grids[i][1][0]
             for sl in _slabs(self.plan[i].shape[0], depth):
-                src_sl = slice(sl.start * step[0], min(self.plan[i - 1].shape[0], sl.stop * step[0]))
+                src_sl = slice(
+                    sl.start * step[0], min(self.plan[i - 1].shape[0], sl.stop * step[0])
+                )
                 for c in range(self.n_channels):
-                    src_key: tuple[Any, ...] = (c, src_sl) if self.axes.startswith("c") else (src_sl,)
+                    src_key: tuple[Any, ...] = (
+                        (c, src_sl) if self.axes.startswith("c") else (src_sl,)
+                    )
                     dst_key: tuple[Any, ...] = (c, sl) if self.axes.startswith("c") else (sl,)
                     block = np.asarray(src[src_key])
                     dst[dst_key] = down(block, step)
 
-    def levels(self, scale0: tuple[float, ...], translation0: tuple[float, ...]) -> tuple[LevelInfo, ...]:
+    def levels(
+        self, scale0: tuple[float, ...], translation0: tuple[float, ...]
+    ) -> tuple[LevelInfo, ...]:
         out = []
         chan = (1,) if self.axes.startswith("c") else ()
         for i, (lv, arr, (chunks, shards)) in enumerate(
@@ -188,7 +194,8 @@ class _LevelWriter:
         ):
             scale = tuple(s * f for s, f in zip(scale0, lv.factors, strict=True))
             trans = tuple(
-                t + (f - 1) / 2 * s for t, f, s in zip(translation0, lv.factors, scale0, strict=True)
+                t + (f - 1) / 2 * s
+                for t, f, s in zip(translation0, lv.factors, scale0, strict=True)
             )
             out.append(
                 LevelInfo(
@@ -331,8 +338,8 @@ def write_image(
     spacing_t = tuple(float(s) for s in spacing)
     if len(spacing_t) != n_sp or not all(math.isfinite(s) and s > 0 for s in spacing_t):
         raise InvalidInput(
-            f"spacing must be {n_sp} positive finite numbers (mm per {''.join(axes[-n_sp:])} axis), "
-            f"got {tuple(spacing)}"
+            f"spacing must be {n_sp} positive finite numbers (mm per "
+            f"{''.join(axes[-n_sp:])} axis), got {tuple(spacing)}"
         )
     origin_t = tuple(float(o) for o in (origin if origin is not None else (0.0, 0.0, 0.0)))
     if len(origin_t) != 3 or not all(math.isfinite(o) for o in origin_t):
@@ -387,7 +394,7 @@ def write_image(
                 f"{path}/labels/zarr.json",
                 _group_doc({"ome": {"version": OME_VERSION, "labels": list(label_specs)}}),
             )
-        affine = affine_matrix(spacing_t, origin_t, dmat)  # type: ignore[arg-type]
+        affine = affine_matrix(spacing_t, origin_t, dmat)
         mid = plan[0].shape[0] // 2 if n_sp == 3 else 0
         attrs = {
             "ome": {

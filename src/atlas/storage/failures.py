@@ -106,7 +106,9 @@ def _short(text: str, limit: int = 160) -> str:
 
 
 @contextmanager
-def translated(location: StoreLocation, key: str | None = None, op: str = "access") -> Iterator[None]:
+def translated(
+    location: StoreLocation, key: str | None = None, op: str = "access"
+) -> Iterator[None]:
     """Context manager: re-raise storage failures inside it as :mod:`atlas.errors` exceptions."""
     try:
         yield

@@ -10,11 +10,12 @@ opens the store, and are never written anywhere.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import os
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -205,9 +206,7 @@ class Store:
         try:
             import s3fs
         except ImportError as exc:  # pragma: no cover - depends on the install
-            raise ConfigError(
-                "s3:// stores need s3fs: pip install 'atlas-imaging[s3]'"
-            ) from exc
+            raise ConfigError("s3:// stores need s3fs: pip install 'atlas-imaging[s3]'") from exc
         fs = s3fs.S3FileSystem(asynchronous=asynchronous, **self.s3fs_options())
         fs.retries = max(1, self.location.timeouts.client_attempts)
         return fs
@@ -277,9 +276,7 @@ class Store:
         """The whole object at ``key``; :class:`NotFound` if it does not exist."""
         buf = sync(self.zarr_store().get(key, default_buffer_prototype()))
         if buf is None:
-            raise NotFound(
-                f"no object {key!r} in {self.url}", site=self.site, location=self.url
-            )
+            raise NotFound(f"no object {key!r} in {self.url}", site=self.site, location=self.url)
         return buf.to_bytes()
 
     def write_bytes(self, key: str, data: bytes) -> None:
@@ -295,7 +292,7 @@ class Store:
         """Delete the object at ``key`` (no error if it is absent)."""
         sync(self.zarr_store().delete(key))
 
-    def list(self, prefix: str = "") -> list[str]:
+    def list(self, prefix: str = "") -> builtins.list[str]:
         """All keys below ``prefix`` (recursive), sorted."""
         store = self.zarr_store()
 
@@ -304,7 +301,7 @@ class Store:
 
         return sync(collect())
 
-    def delete_many(self, keys: list[str], concurrency: int = 32) -> None:
+    def delete_many(self, keys: builtins.list[str], concurrency: int = 32) -> None:
         """Delete ``keys`` concurrently (absent keys are ignored)."""
         store = self.zarr_store()
 
@@ -398,10 +395,8 @@ def prune_empty_dirs(path: str) -> None:
     if not os.path.isdir(path):
         return
     for dirpath, _dirnames, _files in os.walk(path, topdown=False):
-        try:
+        with suppress(OSError):
             os.rmdir(dirpath)
-        except OSError:
-            pass
 
 
 def _rebuild(
@@ -430,6 +425,4 @@ def open_store(
     """
     if isinstance(url, Store):
         return url
-    return Store(
-        parse_url(url, **location_options), retry=retry, latency=latency, faults=faults
-    )
+    return Store(parse_url(url, **location_options), retry=retry, latency=latency, faults=faults)

@@ -51,9 +51,7 @@ class _HookedStore(WrapperStore[Store]):
         key_ranges: Iterable[tuple[str, ByteRequest | None]],
     ) -> list[Buffer | None]:
         ranges = list(key_ranges)
-        return list(
-            await asyncio.gather(*(self.get(key, prototype, rng) for key, rng in ranges))
-        )
+        return list(await asyncio.gather(*(self.get(key, prototype, rng) for key, rng in ranges)))
 
     async def exists(self, key: str) -> bool:
         return await self._call("exists", key, lambda: self._store.exists(key))
@@ -192,7 +190,7 @@ class FaultStore(_HookedStore):
                 raw = bytearray(result.to_bytes())
                 for i in range(0, len(raw), max(1, len(raw) // 8)):
                     raw[i] ^= 0xFF
-                return type(result).from_bytes(bytes(raw))  # type: ignore[return-value]
+                return type(result).from_bytes(bytes(raw))
             return result
         raise InjectedFault(f"injected fault on {op} {key!r}")
 

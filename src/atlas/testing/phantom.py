@@ -9,6 +9,7 @@ be streamed into a writer.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -20,8 +21,8 @@ LABEL_COLORS = {1: (165, 80, 40, 255), 2: (255, 40, 40, 255), 3: (80, 160, 255, 
 class Phantom:
     """A lazily generated CT phantom: ``image`` (int16 HU) and ``labels`` (uint8), both zyx."""
 
-    image: object
-    labels: object
+    image: Any
+    labels: Any
     spacing: tuple[float, float, float]
     origin: tuple[float, float, float]
     tumours: tuple[tuple[float, float, float, float], ...]
@@ -103,7 +104,7 @@ def make_phantom(
         for _ in range(n_tumours)
     )
 
-    def build(want: str, dtype: type) -> object:
+    def build(want: str, dtype: type) -> Any:
         parts = [
             da.from_delayed(
                 delayed(_slab)(z0, min(nz, z0 + slab), shape, tumours, seed, want),
