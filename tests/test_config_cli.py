@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 
 import pytest
@@ -94,7 +93,7 @@ def _dead_port() -> int:
 
 
 @pytest.mark.s3
-def test_sites_list_and_check_against_real_servers(seaweed_sites, tmp_path) -> None:
+def test_sites_list_and_check_against_real_servers(seaweed_sites, tmp_path, monkeypatch) -> None:
     lines = []
     env = {}
     for server in seaweed_sites:
@@ -107,7 +106,8 @@ def test_sites_list_and_check_against_real_servers(seaweed_sites, tmp_path) -> N
         )
     sites = tmp_path / "sites.toml"
     sites.write_text("\n".join(lines))
-    os.environ.update(env)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
     result = runner.invoke(app, ["sites", "list", "--sites", str(sites)])
     assert result.exit_code == 0
     assert all(s.name in result.output for s in seaweed_sites)
@@ -118,7 +118,8 @@ def test_sites_list_and_check_against_real_servers(seaweed_sites, tmp_path) -> N
 
     # a dead site and a site with a wrong key are reported, and the exit code says so
     env_bad = {"BAD_KEY": "nobody", "BAD_SECRET": "nothing"}
-    os.environ.update(env_bad)
+    for k, v in env_bad.items():
+        monkeypatch.setenv(k, v)
     sites.write_text(
         sites.read_text() + f'\n[[site]]\nname = "offline"\nstore = "s3://atlas/x"\n'
         f'endpoint = "http://127.0.0.1:{_dead_port()}"\nconnect_timeout = 1\n'
@@ -126,8 +127,8 @@ def test_sites_list_and_check_against_real_servers(seaweed_sites, tmp_path) -> N
         f'endpoint = "{seaweed_sites[0].endpoint_url}"\n'
         'key_env = "BAD_KEY"\nsecret_env = "BAD_SECRET"\n'
     )
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "x")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "y")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "offline-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "offline-secret")
     result = runner.invoke(app, ["sites", "check", "--sites", str(sites)])
     assert result.exit_code == 1
     assert "StoreUnavailable" in result.output and "Forbidden" in result.output

@@ -75,10 +75,10 @@ class TestStoreSuite:
         assert clone.read_bytes("k") == b"v"
         # the pickle holds names of credential variables, never their values
         raw = pickle.dumps(any_store)
-        for var in (any_store.location.key_env, any_store.location.secret_env):
-            secret = os.environ.get(var)
-            if secret:
-                assert secret.encode() not in raw
+        if any_store.location.scheme == "s3":
+            for var in (any_store.location.key_env, any_store.location.secret_env):
+                assert os.environ[var].encode() not in raw
+                assert var.encode() in raw
 
     def test_probe(self, any_store: Store) -> None:
         result = any_store.probe()
@@ -270,13 +270,22 @@ class TestS3Failures:
             store.read_bytes("k")
 
     def test_tensorstore_spec_reads_same_bytes(self, seaweed) -> None:
-        import tensorstore as ts
-
         store = s3_store(seaweed)
         store.write_bytes("blob", b"tensorstore sees this")
-        with store.aws_environment():
-            kv = ts.KvStore.open(store.kvstore_spec()).result()
+        kv = store.open_kvstore()
         assert kv.read("blob").result().value == b"tensorstore sees this"
+        assert (
+            "AWS_SECRET_ACCESS_KEY" not in os.environ
+            or os.environ["AWS_SECRET_ACCESS_KEY"] != seaweed.admin.secret_key
+        )
+
+    def test_tensorstore_keeps_sites_credentials_apart(self, seaweed_sites) -> None:
+        stores = [s3_store(server, site=server.name) for server in seaweed_sites[:2]]
+        for i, store in enumerate(stores):
+            store.write_bytes("who", f"site {i}".encode())
+        handles = [store.open_kvstore() for store in stores]
+        for i, kv in enumerate(handles):
+            assert kv.read("who").result().value == f"site {i}".encode()
 
     def test_memory_store_refuses_tensorstore(self) -> None:
         with pytest.raises(InvalidInput, match="memory:// stores live inside one Python process"):

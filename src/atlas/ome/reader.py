@@ -110,15 +110,12 @@ class _Node:
 
     def tensorstore(self, level: int = 0) -> Any:
         """Level ``level`` opened read-only with tensorstore (zarr3 driver)."""
-        import tensorstore as ts
-
         self._check_level(level)
         spec = {
             "driver": "zarr3",
             "kvstore": self.store.kvstore_spec(f"{self.path}/{self.levels[level].path}"),
         }
-        with self.store.aws_environment():
-            return ts.open(spec, read=True, open=True).result()
+        return self.store.open_tensorstore(spec, read=True, open=True)
 
     def dask(self, level: int = 0) -> Any:
         """Level ``level`` as a dask array (one task per shard)."""

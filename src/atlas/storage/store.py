@@ -82,6 +82,7 @@ class Store:
         self._zarr: ZarrStore | None = None
         self._fs: Any = None
         self._afs: Any = None
+        self._ts_context: Any = None
 
     # -- identity -------------------------------------------------------------------------
     @property
@@ -167,7 +168,6 @@ class Store:
                 "read_timeout": t.read,
                 "retries": {"max_attempts": t.client_attempts, "mode": "standard"},
             },
-            "skip_instance_cache": True,
         }
         if loc.endpoint:
             opts["client_kwargs"]["endpoint_url"] = loc.endpoint
@@ -232,8 +232,12 @@ class Store:
             with _MEMORY_LOCK:
                 afs = AsyncFileSystemWrapper(self._make_fs(asynchronous=False), asynchronous=True)
             return FsspecStore(fs=afs, path=self.fs_path())
-        afs = self._make_fs(asynchronous=True)
-        return FsspecStore(fs=afs, path=loc.root)
+        return FsspecStore(fs=self._async_fs(), path=loc.root)
+
+    def _async_fs(self) -> Any:
+        if self._afs is None:
+            self._afs = self._make_fs(asynchronous=True)
+        return self._afs
 
     def _wrap(self, base: ZarrStore) -> ZarrStore:
         store: ZarrStore = TranslatingStore(base, self.location)
@@ -271,6 +275,39 @@ class Store:
             spec["endpoint"] = loc.endpoint
         return spec
 
+    def tensorstore_context(self) -> Any:
+        """This store's own tensorstore ``Context``.
+
+        tensorstore caches S3 credentials per context; one context per store keeps two sites
+        with different keys apart inside one process.
+        """
+        if self._ts_context is None:
+            import tensorstore as ts
+
+            self._ts_context = ts.Context()
+        return self._ts_context
+
+    def open_tensorstore(self, spec: dict[str, Any], **kwargs: Any) -> Any:
+        """``tensorstore.open(spec)`` with this store's context and credentials.
+
+        The credentials are read (and cached in the context) during the open, so the returned
+        handle keeps working after the ``AWS_*`` variables are restored.
+        """
+        import tensorstore as ts
+
+        with self.aws_environment():
+            return ts.open(spec, context=self.tensorstore_context(), **kwargs).result()
+
+    def open_kvstore(self, path: str = "") -> Any:
+        """A tensorstore ``KvStore`` for ``path`` below the root, with credentials primed."""
+        import tensorstore as ts
+
+        with self.aws_environment():
+            kv = ts.KvStore.open(self.kvstore_spec(path), context=self.tensorstore_context())
+            kv = kv.result()
+            kv.read(".atlas-credentials-probe").result()  # fetches and caches the credentials
+        return kv
+
     # -- bytes ----------------------------------------------------------------------------
     def read_bytes(self, key: str) -> bytes:
         """The whole object at ``key``; :class:`NotFound` if it does not exist."""
@@ -295,9 +332,11 @@ class Store:
     def list(self, prefix: str = "") -> builtins.list[str]:
         """All keys below ``prefix`` (recursive), sorted."""
         store = self.zarr_store()
+        # Object stores with a filer (SeaweedFS) may list an emptied "directory" as an entry.
+        folder = prefix.rstrip("/")
 
-        async def collect() -> list[str]:
-            return sorted([k async for k in store.list_prefix(prefix)])
+        async def collect() -> builtins.list[str]:
+            return sorted([k async for k in store.list_prefix(prefix) if k != folder])
 
         return sync(collect())
 
@@ -355,7 +394,7 @@ class Store:
             return
         if loc.scheme == "memory":
             return
-        fs = self._make_fs(asynchronous=True)
+        fs = self._async_fs()
 
         async def head() -> None:
             await fs._call_s3("head_bucket", Bucket=loc.bucket)
