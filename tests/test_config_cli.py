@@ -133,6 +133,11 @@ def test_sites_list_and_check_against_real_servers(seaweed_sites, tmp_path, monk
     assert result.exit_code == 1
     assert "StoreUnavailable" in result.output and "Forbidden" in result.output
     assert "nothing" not in result.output  # the wrong secret is never echoed
+    # doctor reports the same site health (without the write probe)
+    result = runner.invoke(app, ["doctor", "--sites", str(sites)])
+    assert result.exit_code == 1
+    assert "compiled" in result.output and "offline" in result.output
+    assert result.output.count("FAILED") == 2
 
 
 def test_demo_info_and_png(tmp_path) -> None:

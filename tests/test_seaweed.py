@@ -287,14 +287,16 @@ def test_start_timeout_raises_store_unavailable_and_cleans_up(tmp_path: Path) ->
 
 _ORPHAN_SCRIPT = """
 import gc, json, sys
+import psutil
 from atlas.testing.seaweed import SeaweedS3
 
 dropped = SeaweedS3(sys.argv[1] + "/dropped", buckets=["atlas"]).start()
 dropped_pids = dropped.pids
 del dropped
 gc.collect()  # the finalizer stops it
+gone = not any(psutil.pid_exists(pid) for pid in dropped_pids)
 left = SeaweedS3(sys.argv[1] + "/left", buckets=["atlas"]).start()
-print(json.dumps({"dropped": dropped_pids, "left": left.pids}))
+print(json.dumps({"dropped": dropped_pids, "gone_after_gc": gone, "left": left.pids}))
 # exits without stop(): the atexit hook must stop it
 """
 
@@ -316,6 +318,7 @@ def test_servers_are_stopped_when_dropped_or_at_exit(tmp_path: Path) -> None:
     )
     pids = json.loads(result.stdout.strip().splitlines()[-1])
     assert pids["dropped"] and pids["left"]
+    assert pids["gone_after_gc"]
     assert _no_weed_left(pids["dropped"] + pids["left"])
 
 

@@ -80,6 +80,13 @@ class TestStoreSuite:
                 assert os.environ[var].encode() not in raw
                 assert var.encode() in raw
 
+    def test_fsspec_view_sees_same_objects(self, any_store: Store) -> None:
+        any_store.write_bytes("dir/obj.bin", b"via zarr store")
+        fs = any_store.fs
+        assert fs.cat_file(any_store.fs_path("dir/obj.bin")) == b"via zarr store"
+        fs.pipe_file(any_store.fs_path("dir/other.bin"), b"via fsspec")
+        assert any_store.read_bytes("dir/other.bin") == b"via fsspec"
+
     def test_probe(self, any_store: Store) -> None:
         result = any_store.probe()
         assert result.ok
