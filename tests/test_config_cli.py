@@ -51,6 +51,9 @@ def test_parse_sites() -> None:
         ("[[site]]\nname='a'\nstore='./x'\n[[site]]\nname='a'\nstore='./y'\n", "duplicate"),
         ("[[site]\n", "not valid TOML"),
         ("[[site]]\nname='a'\nstore='gs://x'\n", "unsupported store URL scheme"),
+        ("[[site]]\nname='a'\nstore='./x'\nconnect_timeout='soon'\n", "positive number"),
+        ("[[site]]\nname='a'\nstore='./x'\nread_timeout=-1\n", "positive number"),
+        ("[[site]]\nname='a'\nstore='s3://b'\nanonymous='false'\n", "TOML boolean"),
     ],
 )
 def test_bad_sites_files(text: str, match: str) -> None:
@@ -162,6 +165,21 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path) -> None:
     )  # fmt: skip
     assert proc.returncode == 2
     assert "NotFound" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cli_error_keeps_brackets(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[site]]\nname='a'\nstore='./x'\nsecret='oops'\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "atlas.cli.app", "sites", "list", "--sites", str(bad)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "[[site]] #1" in proc.stderr and "unknown key(s) ['secret']" in proc.stderr
+    assert "oops" not in proc.stderr
 
 
 def test_bench_write_smoke(tmp_path) -> None:

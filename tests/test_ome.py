@@ -217,6 +217,26 @@ def test_tensorstore_reads_image_on_s3(seaweed) -> None:
     np.testing.assert_array_equal(image.tensorstore(0).read().result(), data)
 
 
+@pytest.mark.s3
+def test_handles_sent_to_workers_carry_no_secret(seaweed) -> None:
+    import os
+    import pickle
+
+    import cloudpickle
+    from tests.stores import s3_store
+
+    store = s3_store(seaweed)
+    data = _volume("int16", shape=(4, 32, 32))
+    image = write_image(store, "w.ome.zarr", data, spacing=(1, 1, 1), layout=LAYOUT)
+    secret = os.environ[store.location.secret_env].encode()
+    arr = image.array(0)
+    graph = image.dask(0)
+    for blob in (pickle.dumps(arr), cloudpickle.dumps(graph), pickle.dumps(image)):
+        assert secret not in blob
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(arr))[:], data)
+    np.testing.assert_array_equal(cloudpickle.loads(cloudpickle.dumps(graph)).compute(), data)
+
+
 class TestBadInput:
     def _assert_nothing_written(self, store: Store) -> None:
         assert [k for k in store.list() if ".ome.zarr" in k] == []
@@ -282,6 +302,16 @@ class TestBadInput:
         with pytest.raises(NotFound, match="no image"):
             open_image(open_store(tmp_path), "f.ome.zarr")
 
+    def test_extra_attributes_cannot_replace_atlas_keys(self, tmp_path) -> None:
+        store = open_store(tmp_path)
+        with pytest.raises(InvalidInput, match=r"\['status'\]"):
+            write_image(store, "x.ome.zarr", np.ones((2, 8, 8), "int16"), spacing=(1, 1, 1),
+                        extra_attributes={"status": "writing", "site_note": "ok"})  # fmt: skip
+        self._assert_nothing_written(store)
+        image = write_image(store, "x.ome.zarr", np.ones((2, 8, 8), "int16"), spacing=(1, 1, 1),
+                            extra_attributes={"collection": "lung-ct"})  # fmt: skip
+        assert image.metadata.extra == {"collection": "lung-ct"}
+
     def test_missing_image(self, tmp_path) -> None:
         with pytest.raises(NotFound, match=r"no image at 'nope\.ome\.zarr'"):
             open_image(open_store(tmp_path), "nope.ome.zarr")
@@ -324,13 +354,15 @@ def test_corrupted_chunk_names_chunk_and_object(tmp_path) -> None:
     raw[offset + 100] ^= 0xFF  # damage inner chunk (0, 0, 1) only
     shard.write_bytes(bytes(raw))
     image = open_image(store, "c.ome.zarr")
-    with pytest.raises(
-        CorruptData, match=r"chunk \(0, 0, 1\).*shard object 'c.ome.zarr/0/c/0/0/0'"
-    ):
+    expected = r"chunk \(0, 0, 1\).*shard object 'c\.ome\.zarr/0/c/0/0/0'"
+    with pytest.raises(CorruptData, match=expected):
         image.read(0)
     # the other chunks of the same shard still read
     np.testing.assert_array_equal(image.read(0, (slice(0, 8), slice(0, 32), slice(0, 32))),
                                   data[:8, :32, :32])  # fmt: skip
     np.testing.assert_array_equal(image.read(0, (slice(8, 16),)), data[8:16])
+    # the dask view reports the same, naming the chunk
+    with pytest.raises(CorruptData, match=expected):
+        image.dask(0).compute()
     np.testing.assert_array_equal(image.read(0, (slice(0, 8), slice(32, 64), slice(0, 32))),
                                   data[:8, 32:, :32])  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import stat
+import tempfile
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -200,8 +201,9 @@ def test_create_if_absent_has_exactly_one_winner(seaweed: SeaweedS3) -> None:
     key = _key("race")
     writers = 8
 
+    client = seaweed.s3_client()  # botocore clients are thread-safe
+
     def attempt(i: int) -> int:
-        client = seaweed.s3_client()
         try:
             client.put_object(Bucket="atlas", Key=key, Body=f"writer {i}".encode(), IfNoneMatch="*")
             return i
@@ -213,7 +215,7 @@ def test_create_if_absent_has_exactly_one_winner(seaweed: SeaweedS3) -> None:
         results = list(pool.map(attempt, range(writers)))
     winners = [i for i in results if i >= 0]
     assert len(winners) == 1
-    body = seaweed.s3_client().get_object(Bucket="atlas", Key=key)["Body"].read()
+    body = client.get_object(Bucket="atlas", Key=key)["Body"].read()
     assert body == f"writer {winners[0]}".encode()
 
 
@@ -251,9 +253,12 @@ def test_stop_leaves_no_process_and_frees_ports(tmp_path: Path) -> None:
         assert pids and all(psutil.pid_exists(pid) for pid in pids)
     assert not server.running
     assert _no_weed_left(pids)
+    tmp = Path(tempfile.gettempdir())
     for port in ports:
         assert _bindable(port), port
         assert _bindable(port + GRPC_PORT_OFFSET), port + GRPC_PORT_OFFSET
+        for p in (port, port + GRPC_PORT_OFFSET):
+            assert not list(tmp.glob(f"seaweedfs-*-{p}.sock")), "stale unix socket left behind"
     server.stop()  # idempotent
     server.kill()
 

@@ -140,6 +140,7 @@ class TestUrls:
             ("s3://b/x?endpoint=ftp://h", "must be an http"),
             ("memory://", "need a name"),
             ("memory://a/../b", r"may not contain '\.\.'"),
+            ("file://somehost/data", "names a host"),
         ],
     )
     def test_bad_urls(self, url: str, match: str) -> None:
@@ -198,7 +199,7 @@ class TestWrappers:
         assert caps[3] <= 0.3
 
     def test_corruption_injection_changes_bytes(self) -> None:
-        store = open_store("memory://corrupt", faults=FaultConfig(corrupt=True, probability=1.0))
+        store = open_store("memory://corrupt", faults=FaultConfig(corrupt=True))
         store.write_bytes("k", b"0123456789abcdef")
         assert store.read_bytes("k") != b"0123456789abcdef"
 
@@ -235,6 +236,10 @@ class TestS3Failures:
         assert reader_view.read_bytes("k") == b"v"
         with pytest.raises(Forbidden, match="refused to set"):
             reader_view.write_bytes("k2", b"v")
+        # a refused delete must raise, never pass silently (erasure depends on it)
+        with pytest.raises(Forbidden, match="refused to delete"):
+            reader_view.delete("k")
+        assert writer.read_bytes("k") == b"v"
 
     def test_missing_bucket_is_not_found(self, seaweed) -> None:
         store = s3_store(seaweed, bucket="no-such-bucket")

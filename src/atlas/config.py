@@ -94,6 +94,12 @@ def _site_from_table(table: Mapping[str, Any], where: str) -> Site:
     country = str(table.get("country", ""))
     if country and not re.fullmatch(r"[A-Z]{2}", country):
         raise ConfigError(f"{where}: country {country!r} must be an ISO 3166 alpha-2 code, e.g. NL")
+    for key in ("connect_timeout", "read_timeout"):
+        value = table.get(key, 1.0)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise ConfigError(f"{where}: {key} must be a positive number of seconds, got {value!r}")
+    if not isinstance(table.get("anonymous", False), bool):
+        raise ConfigError(f"{where}: anonymous must be true or false (a TOML boolean)")
     timeouts = Timeouts(
         connect=float(table.get("connect_timeout", Timeouts.connect)),
         read=float(table.get("read_timeout", Timeouts.read)),

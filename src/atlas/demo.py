@@ -31,7 +31,7 @@ def image_table(image: OmeImage) -> Table:
     """A rich table describing an image's levels and layout."""
     meta = image.metadata
     table = Table(title=f"{image.store.url}/{image.path}")
-    for col in ("level", "shape", "chunk (read)", "shard (object)", "scale mm", "levels of labels"):
+    for col in ("level", "shape", "chunk (read)", "shard (object)", "scale mm", "labels"):
         table.add_column(col)
     for i, lv in enumerate(meta.levels):
         table.add_row(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import importlib
+from importlib import metadata
 from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from atlas import __version__
@@ -46,8 +48,8 @@ def doctor(
     table.add_column("status")
     for name in BACKENDS:
         try:
-            mod = importlib.import_module(name)
-            table.add_row(name, f"[green]{getattr(mod, '__version__', 'installed')}[/]")
+            importlib.import_module(name)
+            table.add_row(name, f"[green]{metadata.version(name)}[/]")
         except ImportError:
             table.add_row(name, "[yellow]not installed[/]")
     table.add_row(
@@ -99,7 +101,7 @@ def main() -> None:
     try:
         app()
     except AtlasError as exc:
-        Console(stderr=True).print(f"[red]error:[/] {type(exc).__name__}: {exc}")
+        Console(stderr=True).print(f"[red]error:[/] {type(exc).__name__}: {escape(str(exc))}")
         raise SystemExit(2) from None
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from atlas.config import Site, load_sites
@@ -59,7 +60,10 @@ def print_checks(console: Console, sites: tuple[Site, ...], probe: bool) -> bool
         table.add_column(col)
     for r in results:
         table.add_row(
-            r.site, "[green]ok[/]" if r.ok else "[red]FAILED[/]", f"{r.reach_ms:.1f}", r.detail
+            r.site,
+            "[green]ok[/]" if r.ok else "[red]FAILED[/]",
+            f"{r.reach_ms:.1f}",
+            escape(r.detail),
         )
     console.print(table)
     return all(r.ok for r in results)

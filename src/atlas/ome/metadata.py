@@ -19,6 +19,11 @@ OME_VERSION = "0.5"
 ATLAS_FORMAT = 1
 STATUS_WRITING = "writing"
 STATUS_COMPLETE = "complete"
+#: keys of the ``atlas`` group attribute that Atlas itself writes and reads
+ATLAS_KEYS = frozenset(
+    {"format", "status", "name", "modality", "spacing", "origin", "direction", "affine",
+     "windows", "value_range", "labels", "layout", "levels"}
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

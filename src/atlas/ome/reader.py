@@ -17,6 +17,7 @@ import zarr
 
 from atlas.errors import AtlasError, CorruptData, IncompleteImage, InvalidInput, NotFound
 from atlas.ome.metadata import (
+    ATLAS_KEYS,
     STATUS_COMPLETE,
     Axis,
     ImageMetadata,
@@ -118,12 +119,17 @@ class _Node:
         return self.store.open_tensorstore(spec, read=True, open=True)
 
     def dask(self, level: int = 0) -> Any:
-        """Level ``level`` as a dask array (one task per shard)."""
+        """Level ``level`` as a dask array (one task per shard).
+
+        Tasks pickle as the store handle plus the path (no credentials) and read through
+        :meth:`read`, so a corrupted chunk raises :class:`CorruptData` on the worker too.
+        """
         import dask.array as da
 
-        arr = self.array(level)
-        chunks = arr.shards or arr.chunks
-        return da.from_array(arr, chunks=chunks, asarray=False, fancy=False)
+        self._check_level(level)
+        info = self.levels[level]
+        source = _LevelSource(self, level, info.shape, self.array(level).dtype)
+        return da.from_array(source, chunks=info.shards, asarray=True, fancy=False)
 
     def _check_level(self, level: int) -> None:
         if not 0 <= level < len(self.levels):
@@ -177,6 +183,23 @@ class _Node:
             site=self.store.site,
             location=self.store.url,
         )
+
+
+@dataclass(frozen=True)
+class _LevelSource:
+    """A picklable, sliceable view of one level for :func:`dask.array.from_array`."""
+
+    node: _Node
+    level: int
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __getitem__(self, key: Region) -> np.ndarray:
+        return self.node.read(self.level, key)
 
 
 @dataclass(frozen=True)
@@ -266,8 +289,6 @@ def open_image(store: Store | str, path: str) -> OmeImage:
         label_names = tuple(ldoc.get("attributes", {}).get("ome", {}).get("labels", []))
     vr = atlas_attrs.get("value_range")
     dtype = json.loads(st.read_bytes(f"{path}/{levels[0].path}/zarr.json"))["data_type"]
-    known = {"format", "status", "name", "modality", "spacing", "origin", "direction", "affine",
-             "windows", "value_range", "labels", "layout", "levels"}  # fmt: skip
     meta = ImageMetadata(
         name=str(ms.get("name") or atlas_attrs.get("name") or path.rsplit("/", 1)[-1]),
         axes=axes,
@@ -282,7 +303,7 @@ def open_image(store: Store | str, path: str) -> OmeImage:
         labels=label_names,
         value_range=(float(vr[0]), float(vr[1])) if vr else None,
         layout=dict(atlas_attrs.get("layout", {})),
-        extra={k: v for k, v in atlas_attrs.items() if k not in known},
+        extra={k: v for k, v in atlas_attrs.items() if k not in ATLAS_KEYS},
     )
     return OmeImage(st, path, levels, meta)
 

@@ -28,6 +28,7 @@ from atlas.kernels import downsample_mean, downsample_mode
 from atlas.ome.layout import Layout
 from atlas.ome.metadata import (
     ATLAS_FORMAT,
+    ATLAS_KEYS,
     CT_WINDOWS,
     OME_VERSION,
     STATUS_COMPLETE,
@@ -360,6 +361,9 @@ def write_image(
                 f"shape is {spatial}"
             )
     layout.resolve(spatial)  # validates dimensionality early
+    reserved = ATLAS_KEYS & set(extra_attributes or {})
+    if reserved:
+        raise InvalidInput(f"extra_attributes may not replace Atlas's own keys {sorted(reserved)}")
     name = name or path.rsplit("/", 1)[-1][: -len(SUFFIX)]
     if windows is None:
         windows = CT_WINDOWS if (modality or "").upper() == "CT" else ()

@@ -124,6 +124,11 @@ def parse_url(
     scheme = split.scheme.lower()
     # A Windows drive letter or a plain relative/absolute path has no (or a 1-letter) scheme.
     if scheme in ("", "file") or len(scheme) == 1:
+        if scheme == "file" and split.netloc not in ("", "localhost"):
+            raise InvalidInput(
+                f"file URL {text!r} names a host ({split.netloc!r}); use file:///absolute/path "
+                "or a plain directory path"
+            )
         path = split.path if scheme == "file" else text
         root = str(Path(path).expanduser().resolve())
         return StoreLocation(scheme="file", root=root, site=site)

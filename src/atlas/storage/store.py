@@ -10,10 +10,12 @@ opens the store, and are never written anywhere.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import builtins
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -22,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 from zarr.abc.store import Store as ZarrStore
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
+from zarr.storage import FsspecStore
 
-from atlas.errors import ConfigError, Forbidden, InvalidInput, NotFound
+from atlas.errors import ConfigError, Forbidden, InvalidInput, NotFound, StoreUnavailable
 from atlas.storage.failures import translated
 from atlas.storage.location import StoreLocation, Timeouts, parse_url
 from atlas.storage.wrappers import (
@@ -40,6 +43,20 @@ if TYPE_CHECKING:
     import fsspec
 
 _MEMORY_LOCK = threading.Lock()
+_OPEN_S3: weakref.WeakSet[Store] = weakref.WeakSet()
+_EXIT_HOOK: list[bool] = []
+
+
+def _register_exit_close() -> None:
+    """Close S3 sessions at interpreter exit (registered on first use, not at import)."""
+    if not _EXIT_HOOK:
+        _EXIT_HOOK.append(True)
+        atexit.register(_close_all_s3)
+
+
+def _close_all_s3() -> None:
+    for store in list(_OPEN_S3):
+        store.close()
 
 
 @dataclass(frozen=True)
@@ -215,7 +232,11 @@ class Store:
     def zarr_store(self) -> ZarrStore:
         """The zarr v3 store for this location, wrapped with translation/faults/latency/retry."""
         if self._zarr is None:
-            self._zarr = self._wrap(self._base_zarr_store())
+            store = self._wrap(self._base_zarr_store())
+            # Pickling the zarr store (e.g. inside a zarr.Array sent to a dask worker) pickles
+            # this handle instead of the S3 client, which would carry the secret key.
+            store._atlas_handle = self  # type: ignore[attr-defined]
+            self._zarr = store
         return self._zarr
 
     def _base_zarr_store(self) -> ZarrStore:
@@ -224,20 +245,36 @@ class Store:
             from zarr.storage import LocalStore
 
             return LocalStore(loc.root)
-        from zarr.storage import FsspecStore
-
         if loc.scheme == "memory":
             from fsspec.implementations.asyn_wrapper import AsyncFileSystemWrapper
 
             with _MEMORY_LOCK:
                 afs = AsyncFileSystemWrapper(self._make_fs(asynchronous=False), asynchronous=True)
             return FsspecStore(fs=afs, path=self.fs_path())
-        return FsspecStore(fs=self._async_fs(), path=loc.root)
+        return _S3Store(fs=self._async_fs(), path=loc.root)
 
     def _async_fs(self) -> Any:
         if self._afs is None:
             self._afs = self._make_fs(asynchronous=True)
+            if self.location.scheme == "s3":
+                _OPEN_S3.add(self)
+                _register_exit_close()
         return self._afs
+
+    def close(self) -> None:
+        """Close this handle's network sessions (S3); the handle reopens them when used again."""
+        afs, self._afs, self._zarr = self._afs, None, None
+        s3 = getattr(afs, "_s3", None)
+        if s3 is not None:
+            with suppress(Exception):
+                sync(s3.__aexit__(None, None, None))
+        _OPEN_S3.discard(self)
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _wrap(self, base: ZarrStore) -> ZarrStore:
         store: ZarrStore = TranslatingStore(base, self.location)
@@ -303,8 +340,8 @@ class Store:
         import tensorstore as ts
 
         with self.aws_environment():
-            kv = ts.KvStore.open(self.kvstore_spec(path), context=self.tensorstore_context())
-            kv = kv.result()
+            opened = ts.KvStore.open(self.kvstore_spec(path), context=self.tensorstore_context())
+            kv = opened.result()
             kv.read(".atlas-credentials-probe").result()  # fetches and caches the credentials
         return kv
 
@@ -399,15 +436,25 @@ class Store:
         async def head() -> None:
             await fs._call_s3("head_bucket", Bucket=loc.bucket)
 
-        with translated(loc, op="open bucket of"):
+        who = f"site {loc.site!r}: " if loc.site else ""
+        attempt = 1
+        while True:
             try:
-                sync(head())
-            except FileNotFoundError as exc:
-                raise NotFound(
-                    f"bucket {loc.bucket!r} does not exist at {loc.endpoint or 'AWS'}",
-                    site=loc.site,
-                    location=loc.url,
-                ) from exc
+                with translated(loc, op="open bucket of"):
+                    try:
+                        sync(head())
+                    except FileNotFoundError as exc:
+                        raise NotFound(
+                            f"{who}bucket {loc.bucket!r} does not exist at {loc.endpoint or 'AWS'}",
+                            site=loc.site,
+                            location=loc.url,
+                        ) from exc
+                return
+            except StoreUnavailable:
+                if self.retry is None or attempt >= self.retry.attempts:
+                    raise
+                time.sleep(self.retry.delay(attempt))
+                attempt += 1
 
     def probe(self) -> ProbeResult:
         """Write, read, list and delete one small object; returns latencies in milliseconds."""
@@ -429,6 +476,21 @@ class Store:
         )
 
 
+class _S3Store(FsspecStore):
+    """zarr's FsspecStore, but a refused delete raises instead of passing silently.
+
+    ``FsspecStore.delete`` uses s3fs's bulk ``_rm``, which ignores per-key errors in the
+    DeleteObjects response: a key without delete permission would look deleted. Erasure cannot
+    live with that, so single deletes go through ``DeleteObject``.
+    """
+
+    async def delete(self, key: str) -> None:
+        self._check_writable()
+        path = f"{self.path.rstrip('/')}/{key}" if key else self.path
+        with suppress(FileNotFoundError):
+            await self.fs._rm_file(path)
+
+
 def prune_empty_dirs(path: str) -> None:
     """Remove empty directories below and including ``path`` (local stores only)."""
     if not os.path.isdir(path):
@@ -447,6 +509,11 @@ def _rebuild(
     return Store(
         StoreLocation.from_dict(dict(location)), retry=retry, latency=latency, faults=faults
     )
+
+
+def _zarr_store_of(handle: Store, read_only: bool = False) -> ZarrStore:
+    store = handle.zarr_store()
+    return store.with_read_only(True) if read_only else store
 
 
 def open_store(

@@ -37,6 +37,21 @@ WRITE_OPS = frozenset({"set", "delete"})
 class _HookedStore(WrapperStore[Store]):
     """A wrapper that runs every operation through :meth:`_call` (override it)."""
 
+    def __reduce__(self) -> Any:
+        handle = getattr(self, "_atlas_handle", None)
+        if handle is not None:  # the top of a stack built by atlas.storage.Store
+            from atlas.storage.store import _zarr_store_of
+
+            return (_zarr_store_of, (handle, self.read_only))
+        return super().__reduce__()
+
+    def with_read_only(self, read_only: bool = False) -> Any:
+        clone = super().with_read_only(read_only)
+        handle = getattr(self, "_atlas_handle", None)
+        if handle is not None:
+            clone._atlas_handle = handle  # type: ignore[attr-defined]
+        return clone
+
     async def _call(self, op: str, key: str, fn: Callable[[], Awaitable[T]]) -> T:
         return await fn()
 
@@ -140,8 +155,9 @@ class FaultConfig:
 
     ``probability`` fails a random share of matching requests; ``fail_first`` fails the first N
     attempts on each matching key and then lets it through (a transient fault that a retry
-    overcomes); ``corrupt`` flips bytes in what ``get`` returns instead of raising. Keys match
-    the glob ``pattern``.
+    overcomes); ``corrupt`` flips bytes in what ``get`` returns instead of raising (every
+    matching ``get`` unless ``probability``/``fail_first`` narrow it). Keys match the glob
+    ``pattern``.
     """
 
     probability: float = 0.0
@@ -172,6 +188,8 @@ class FaultStore(_HookedStore):
             return False
         if cfg.corrupt and op != "get":
             return False
+        if cfg.corrupt and not cfg.probability and not cfg.fail_first:
+            return True
         with self._lock:
             if cfg.fail_first:
                 n = self._attempts.get((op, key), 0)

@@ -326,7 +326,8 @@ def _terminate(procs: list[tuple[subprocess.Popen[bytes], float]], hard: bool) -
 
 
 def _remove_stale_sockets(ports: Iterable[int]) -> None:
-    """Remove the unix sockets weed leaves in the temp dir when it dies without cleaning up."""
+    """Remove the unix sockets weed leaves in the temp dir (``weed mini`` leaves its admin
+    and S3 gRPC sockets even after a clean stop; SIGKILL leaves all of them)."""
     tmp = Path(tempfile.gettempdir())
     for port in ports:
         for candidate in (port, port + GRPC_PORT_OFFSET):
@@ -391,7 +392,7 @@ class _SeaweedBase:
 
     @property
     def pids(self) -> list[int]:
-        """Process ids of the server processes started by the last :meth:`start`."""
+        """Process ids of the server processes (empty once stopped)."""
         return [p.pid for p in self._procs if p.pid is not None]
 
     @property
@@ -401,8 +402,8 @@ class _SeaweedBase:
 
     @property
     def log_paths(self) -> list[Path]:
-        """The log files of the server processes."""
-        return [p.log_path for p in self._procs]
+        """The server processes' log files in ``workdir`` (kept after :meth:`stop`)."""
+        return sorted(self.workdir.glob("*.log"))
 
     def env(self, creds: S3Credentials | None = None) -> dict[str, str]:
         """Environment variables pointing AWS SDKs (boto3, tensorstore, DuckDB) at this server.
@@ -442,6 +443,7 @@ class _SeaweedBase:
             connect_timeout=min(timeout, 5.0),
             read_timeout=timeout,
             retries={"total_max_attempts": 1},
+            proxies={},  # loopback: never through an HTTP(S)_PROXY from the environment
             s3={"addressing_style": "path"},
         )
         return botocore.session.get_session().create_client(
@@ -482,11 +484,12 @@ class _SeaweedBase:
                 self._launch(deadline=began + timeout)
                 break
             except _BindConflict:
+                tails = self._log_tails()
                 self._shutdown(hard=True)
                 if attempt == attempts - 1:
                     raise StoreUnavailable(
                         f"{self._kind} {self.name!r} could not bind its ports "
-                        f"({attempts} tries)\n{self._log_tails()}",
+                        f"({attempts} tries)\n{tails}",
                         site=self.name,
                     ) from None
             except BaseException:
@@ -548,7 +551,7 @@ class _SeaweedBase:
             self._finalizer.detach()
             _terminate(self._popens, hard)
         self._finalizer = None
-        if self._procs and hard:
+        if self._procs:  # weed leaves some of its sockets behind, even on a clean stop
             _remove_stale_sockets(self.ports.values())
         self._procs = []
 
@@ -616,7 +619,9 @@ class _SeaweedBase:
 
 
 def _http_get_json(url: str, timeout: float = 2.0) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
+    """GET a loopback URL as JSON, ignoring any proxy configured in the environment."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=timeout) as response:
         return json.load(response)
 
 
