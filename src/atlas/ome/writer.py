@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from collections import deque
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -129,6 +132,8 @@ class _LevelWriter:
         self.n_channels = n_channels
         self.method = method
         self.arrays: list[zarr.Array] = []
+        #: shard slabs being encoded and written at once (one per core keeps both busy)
+        self.inflight = max(1, min(4, os.cpu_count() or 1))
         self.grids: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
 
     def _full(self, spatial: tuple[int, ...]) -> tuple[int, ...]:
@@ -158,14 +163,15 @@ class _LevelWriter:
         arr = self.arrays[0]
         shard_depth = self.grids[0][1][0]
         first = self.plan[0].shape[0]
-        for sl in _slabs(first, shard_depth):
-            for c in range(self.n_channels):
-                key: tuple[Any, ...] = (c, sl) if self.axes.startswith("c") else (sl,)
-                block = _read_block(data, key)
-                if block.dtype != self.dtype:
-                    block = block.astype(self.dtype)
-                stats.update(block)
-                arr[key] = block
+        with _BoundedWrites(self.inflight) as writes:
+            for sl in _slabs(first, shard_depth):
+                for c in range(self.n_channels):
+                    key: tuple[Any, ...] = (c, sl) if self.axes.startswith("c") else (sl,)
+                    block = _read_block(data, key)
+                    if block.dtype != self.dtype:
+                        block = block.astype(self.dtype)
+                    stats.update(block)
+                    writes.submit(arr.__setitem__, key, block)
 
     def write_pyramid(self) -> None:
         down = downsample_mean if self.method == "mean" else downsample_mode
@@ -173,6 +179,7 @@ class _LevelWriter:
             src, dst = self.arrays[i - 1], self.arrays[i]
             step = self.plan[i].step
             depth = self.grids[i][1][0]
+            writes = _BoundedWrites(self.inflight)
             for sl in _slabs(self.plan[i].shape[0], depth):
                 src_sl = slice(
                     sl.start * step[0], min(self.plan[i - 1].shape[0], sl.stop * step[0])
@@ -183,7 +190,8 @@ class _LevelWriter:
                     )
                     dst_key: tuple[Any, ...] = (c, sl) if self.axes.startswith("c") else (sl,)
                     block = np.asarray(src[src_key])
-                    dst[dst_key] = down(block, step)
+                    writes.submit(dst.__setitem__, dst_key, down(block, step))
+            writes.close()  # level i is complete before level i + 1 reads it
 
     def levels(
         self, scale0: tuple[float, ...], translation0: tuple[float, ...]
@@ -210,6 +218,39 @@ class _LevelWriter:
                 )
             )
         return tuple(out)
+
+
+class _BoundedWrites:
+    """Runs slab writes in background threads, at most ``limit`` at a time, in order.
+
+    Encoding a shard is CPU-bound; with one slab in flight a core idles while the next slab is
+    read or downsampled. Errors surface on the next submit or on close.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.pool = ThreadPoolExecutor(max_workers=limit, thread_name_prefix="atlas-write")
+        self.pending: deque[Future[Any]] = deque()
+
+    def submit(self, fn: Any, *args: Any) -> None:
+        while len(self.pending) >= self.limit:
+            self.pending.popleft().result()
+        self.pending.append(self.pool.submit(fn, *args))
+
+    def close(self) -> None:
+        try:
+            while self.pending:
+                self.pending.popleft().result()
+        finally:
+            for f in self.pending:
+                f.cancel()
+            self.pool.shutdown(wait=True)
+
+    def __enter__(self) -> _BoundedWrites:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class _Stats:
