@@ -44,3 +44,22 @@ def write(
     )
     for kind, path in paths.items():
         typer.echo(f"{kind}: {path}")
+
+
+@app.command("ingest")
+def ingest(
+    out: Path = typer.Option(Path("bench-results/ingest"), help="Folder for JSON/Markdown/PNG."),
+    quick: bool = typer.Option(False, help="Tiny study (smoke run for CI)."),
+    shape: str = typer.Option("", help="Study size z,y,x (default 300,512,512; quick 16,128,128)."),
+    repeats: int = typer.Option(1, help="Repeats of each pipeline."),
+    workers: int = typer.Option(0, help="Local worker processes (default: one per core)."),
+) -> None:
+    """DICOM → OME-Zarr ingest vs a naive pydicom + numpy + zarr baseline, same run."""
+    from atlas.bench.ingest import run
+
+    dims = tuple(int(v) for v in shape.split(",")) if shape else None
+    if dims is not None and len(dims) != 3:
+        raise typer.BadParameter("shape must be z,y,x")
+    paths = run(out=out, quick=quick, shape=dims, repeats=repeats, workers=workers or None)
+    for kind, path in paths.items():
+        typer.echo(f"{kind}: {path}")

@@ -1,0 +1,279 @@
+"""Run an ingest: discover → plan one task per series → run them on dask → report.
+
+Tasks run on a ``dask.distributed`` cluster: a local one (one single-threaded worker process per
+core, so decoding and pyramid building use every core and each worker holds one series at a
+time) or the scheduler at ``scheduler`` when given. ``scheduler="synchronous"`` runs the tasks
+in this process, one after another (debugging, small tests).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from atlas.errors import ConfigError
+from atlas.ingest.model import FileRef, InstanceInfo, Quarantined
+from atlas.ingest.series import (
+    IngestOptions,
+    Scrubber,
+    SeriesOutcome,
+    SeriesTask,
+    _deidentifier,
+    _originals,
+    ingest_series,
+)
+from atlas.storage import Store
+
+_NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+@dataclass
+class IngestSummary:
+    """The result of one ingest run (pseudonymous ids and counts; operator file paths only in
+    ``quarantined``, which goes to the local report, never to the store)."""
+
+    written: list[SeriesOutcome] = field(default_factory=list)
+    skipped: list[SeriesOutcome] = field(default_factory=list)
+    failed: list[SeriesOutcome] = field(default_factory=list)
+    quarantined: list[Quarantined] = field(default_factory=list)
+    files_seen: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    seconds: float = 0.0
+
+    @property
+    def images(self) -> list[str]:
+        """Paths of every image written or already present."""
+        return [p for o in (*self.written, *self.skipped) for p in o.images]
+
+    def to_json(self) -> dict[str, Any]:
+        """The operator's report: counts, images, and every quarantined file with its reason."""
+        return {
+            "series_written": len(self.written),
+            "series_skipped": len(self.skipped),
+            "series_failed": len(self.failed),
+            "files_seen": self.files_seen,
+            "files_quarantined": len(self.quarantined),
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "seconds": round(self.seconds, 3),
+            "images": self.images,
+            "quarantined": [q.to_json() for q in self.quarantined],
+        }
+
+
+def _check_name(kind: str, value: str) -> None:
+    if not value or not set(value) <= _NAME_OK or value[0] in "-_":
+        raise ConfigError(
+            f"{kind} name {value!r} must be lower-case letters, digits, '-' or '_' "
+            "(it becomes part of every object path)"
+        )
+
+
+def _safe_ingest(task: SeriesTask) -> SeriesOutcome:
+    """Run one series; an unexpected error quarantines the series instead of ending the run."""
+    try:
+        return ingest_series(task)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        scrub = Scrubber(_originals(task.group, task.segmentations))
+        where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+        at = f" at {Path(where.filename).name}:{where.lineno}" if where else ""
+        reason = scrub(f"internal error {type(exc).__name__}{at}: {exc}")
+        deid = _deidentifier(task.options)
+        series_id = deid.uid(task.group.series_uid)
+        return SeriesOutcome(
+            series_id=series_id,
+            status="failed",
+            n_files=len(task.group.instances),
+            quarantined=[Quarantined(i.ref, reason, series_id) for i in task.group.instances],
+        )
+
+
+def _match_segmentations(
+    segs: list[InstanceInfo], series_uids: set[str]
+) -> tuple[dict[str, list[InstanceInfo]], list[Quarantined]]:
+    """Assign each SEG/RTSTRUCT to the series it references (original UIDs, in memory)."""
+    import pydicom
+
+    from atlas.ingest.labels import referenced_series_uids
+
+    by_series: dict[str, list[InstanceInfo]] = {}
+    problems: list[Quarantined] = []
+    for seg in segs:
+        try:
+            with seg.ref.open() as fh:
+                ds = pydicom.dcmread(fh, stop_before_pixels=True)
+            refs = referenced_series_uids(ds) & series_uids
+        except Exception as exc:
+            problems.append(
+                Quarantined(seg.ref, f"unreadable {seg.modality}: {type(exc).__name__}")
+            )
+            continue
+        if not refs:
+            problems.append(
+                Quarantined(seg.ref, f"{seg.modality} references no series among the inputs")
+            )
+            continue
+        for uid in refs:
+            by_series.setdefault(uid, []).append(seg)
+    return by_series, problems
+
+
+def run_tasks(
+    tasks: Sequence[Any],
+    fn: Callable[[Any], Any],
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    on_result: Callable[[Any], None],
+) -> None:
+    """Run ``fn`` over ``tasks`` on dask (local cluster, remote scheduler or in-process)."""
+    if not tasks:
+        return
+    if scheduler == "synchronous":
+        for task in tasks:
+            on_result(fn(task))
+        return
+    from distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    if scheduler:
+        client = Client(scheduler, timeout="20s")
+    else:
+        n = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
+        cluster = LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
+        client = Client(cluster)
+    try:
+        futures = client.map(fn, list(tasks), pure=False)
+        for future in as_completed(futures):
+            on_result(future.result())
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def plan(
+    sources: Iterable[str | os.PathLike[str]],
+    *,
+    store: Store,
+    site: str,
+    collection: str,
+    labels: Sequence[str | os.PathLike[str]] = (),
+    options: IngestOptions | None = None,
+) -> tuple[list[SeriesTask], list[FileRef], IngestSummary]:
+    """Discover the inputs and build one task per series (NIfTI images are returned apart)."""
+    from atlas.ingest.discover import discover
+
+    options = options or IngestOptions()
+    _check_name("site", site)
+    _check_name("collection", collection)
+    _deidentifier(options)  # fail fast on a missing or weak key, before reading any pixels
+    found = discover([str(s) for s in sources])
+    summary = IngestSummary(files_seen=found.files_seen, quarantined=list(found.quarantined))
+    series_uids = {g.series_uid for g in found.series}
+    by_series, problems = _match_segmentations(found.segmentations, series_uids)
+    summary.quarantined.extend(problems)
+    label_refs = [FileRef(str(Path(p))) for p in labels]
+    for ref in label_refs:
+        if not Path(ref.path).is_file():
+            raise ConfigError(f"label file {ref.path} does not exist")
+    tasks = [
+        SeriesTask(
+            store=store,
+            site=site,
+            collection=collection,
+            group=group,
+            segmentations=by_series.get(group.series_uid, []),
+            nifti_labels=label_refs,
+            options=options,
+        )
+        for group in found.series
+    ]
+    return tasks, list(found.nifti), summary
+
+
+def ingest(
+    sources: Iterable[str | os.PathLike[str]],
+    *,
+    store: Store,
+    site: str,
+    collection: str,
+    labels: Sequence[str | os.PathLike[str]] = (),
+    workers: int | None = None,
+    scheduler: str | None = None,
+    options: IngestOptions | None = None,
+    progress: Callable[[SeriesOutcome, IngestSummary, int], None] | None = None,
+) -> IngestSummary:
+    """Ingest ``sources`` into ``store`` for ``site``/``collection``; see :mod:`atlas.ingest`."""
+    from atlas.ingest.nifti import NiftiTask
+
+    t0 = time.perf_counter()
+    options = options or IngestOptions()
+    store.ensure_reachable(create=True)
+    tasks, nifti_images, summary = plan(
+        sources, store=store, site=site, collection=collection, labels=labels, options=options
+    )
+    all_tasks: list[Any] = [*tasks]
+    label_refs = [FileRef(str(Path(p))) for p in labels]
+    all_tasks += [
+        NiftiTask(
+            store=store,
+            site=site,
+            collection=collection,
+            ref=ref,
+            nifti_labels=label_refs,
+            options=options,
+        )
+        for ref in nifti_images
+    ]
+    total = len(all_tasks)
+
+    def on_result(outcome: SeriesOutcome) -> None:
+        bucket = {"written": summary.written, "skipped": summary.skipped}.get(outcome.status)
+        (bucket if bucket is not None else summary.failed).append(outcome)
+        summary.quarantined.extend(outcome.quarantined)
+        summary.bytes_in += outcome.bytes_in
+        summary.bytes_out += outcome.bytes_out
+        if progress:
+            progress(outcome, summary, total)
+
+    run_tasks(all_tasks, _dispatch, workers=workers, scheduler=scheduler, on_result=on_result)
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _dispatch(task: Any) -> SeriesOutcome:
+    from atlas.ingest.nifti import NiftiTask, ingest_nifti
+
+    if isinstance(task, NiftiTask):
+        return ingest_nifti(task)
+    return _safe_ingest(task)
+
+
+def write_report(summary: IngestSummary, path: str | os.PathLike[str]) -> Path:
+    """Write the operator's JSON report (kept local: it names the input files)."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(json.dumps(summary.to_json(), indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, out)
+    return out
+
+
+__all__ = ["IngestSummary", "ingest", "plan", "run_tasks", "write_report"]

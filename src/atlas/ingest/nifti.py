@@ -1,0 +1,183 @@
+"""NIfTI images as ingest sources: one file, one image.
+
+NIfTI carries no patient identity; the file name stands in for the subject (it is hashed with the
+site key like a patient id, so a name that happens to identify someone is never stored). The
+NIfTI header itself (``descrip``, ``aux_file``, ...) is not kept: only geometry and voxels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from atlas.errors import InvalidInput
+from atlas.ingest import journal, records
+from atlas.ingest.model import FileRef, Quarantined, Volume
+from atlas.ingest.series import IngestOptions, SeriesOutcome, _deidentifier, _stored_size
+from atlas.storage import Store
+
+LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+@dataclass(repr=False)
+class NiftiTask:
+    """One NIfTI image to ingest."""
+
+    store: Store
+    site: str
+    collection: str
+    ref: FileRef
+    nifti_labels: list[FileRef] = field(default_factory=list)
+    options: IngestOptions = field(default_factory=IngestOptions)
+
+
+def _stem(path: str) -> str:
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def load_nifti_volume(path: str) -> Volume:
+    """A NIfTI file as a :class:`Volume` (z, y, x) in Atlas's LPS geometry convention."""
+    import nibabel as nib
+
+    try:
+        img: Any = nib.load(path)
+    except Exception as exc:
+        raise InvalidInput(f"not a readable NIfTI file ({type(exc).__name__})") from exc
+    shape = img.shape
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise InvalidInput(f"only 3-D NIfTI images are supported, this one has shape {shape}")
+    data = np.asanyarray(img.dataobj).reshape(shape)
+    pixels = np.ascontiguousarray(np.transpose(data, (2, 1, 0)))
+    if (
+        pixels.dtype.kind == "f"
+        and np.all(np.isfinite(pixels))
+        and np.all(pixels == np.round(pixels))
+    ):
+        lo, hi = float(pixels.min()), float(pixels.max())
+        if lo >= -32768 and hi <= 32767:
+            pixels = pixels.astype(np.int16)
+    elif pixels.dtype == np.float64:
+        pixels = pixels.astype(np.float32)
+    affine = LPS_FROM_RAS @ np.asarray(img.affine, dtype=np.float64)[:3]
+    cols = [affine[:, 2], affine[:, 1], affine[:, 0]]  # array axes z, y, x = NIfTI k, j, i
+    spacing = tuple(float(np.linalg.norm(c)) for c in cols)
+    if min(spacing) <= 0:
+        raise InvalidInput("NIfTI affine has a zero-length axis")
+    direction = np.stack([c / s for c, s in zip(cols, spacing, strict=True)], axis=1)
+    if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-3):
+        raise InvalidInput("NIfTI affine is sheared; only rigid orientations are supported")
+    origin = tuple(float(v) for v in affine[:, 3])
+    positions = [
+        float(np.dot(direction[:, 0], affine[:, 3]) + z * spacing[0])
+        for z in range(pixels.shape[0])
+    ]
+    return Volume(
+        pixels=pixels,
+        axes="zyx",
+        spacing=(spacing[0], spacing[1], spacing[2]),
+        origin=(origin[0], origin[1], origin[2]),
+        direction=direction,
+        regularly_spaced=True,
+        slice_positions=positions,
+        frames=[("", z + 1) for z in range(pixels.shape[0])],
+        header=None,
+        instances=[],
+    )
+
+
+def ingest_nifti(task: NiftiTask) -> SeriesOutcome:
+    """Ingest one NIfTI image (and any ``--labels`` masks that fit it)."""
+    from atlas.ingest.labels import nifti_to_labels
+    from atlas.ome import LabelSpec, write_image
+
+    t0 = time.perf_counter()
+    deid = _deidentifier(task.options)
+    raw = task.ref.read_bytes()
+    digest = hashlib.sha256(raw).hexdigest()
+    stem = _stem(task.ref.path)
+    subject_id = deid.subject_id(f"nifti:{stem}")
+    study_id = deid.uid(f"nifti-study:{stem}")
+    series_id = deid.uid(f"nifti-series:{digest}")
+    out = SeriesOutcome(series_id=series_id, status="written", n_files=1, bytes_in=len(raw))
+    store, collection = task.store, task.collection
+    if journal.is_done(store, collection, series_id):
+        out.status = "skipped"
+        entry = journal.read_entry(store, collection, series_id) or {}
+        out.images = list(entry.get("images", []))
+        return out
+    try:
+        volume = load_nifti_volume(task.ref.path)
+    except InvalidInput as exc:
+        out.status = "quarantined"
+        out.quarantined.append(Quarantined(task.ref, str(exc), series_id))
+        return out
+    labels: dict[str, Any] = {}
+    masks = []
+    for k, ref in enumerate(task.nifti_labels):
+        try:
+            lab = nifti_to_labels(ref.path, volume)
+        except InvalidInput:
+            continue
+        labels[f"nifti-{k}"] = LabelSpec(
+            lab.mask,
+            names=dict(lab.names),
+            colors=dict(lab.colors),
+            properties={v: {"source": "NIFTI"} for v in lab.names},
+        )
+        masks.append((f"nifti-{k}", lab))
+    path = f"{collection}/{subject_id}/{study_id}/{series_id}.ome.zarr"
+    base = {"site": task.site, "collection": collection, "subject_id": subject_id,
+            "study_id": study_id, "series_id": series_id}  # fmt: skip
+    image = write_image(
+        store, path, volume.pixels, spacing=volume.spacing, origin=volume.origin,
+        direction=volume.direction, name=series_id, labels=labels,
+        extra_attributes={"series": {**base, "source_format": "NIfTI"}}, overwrite=True,
+    )  # fmt: skip
+    nz, ny, nx = volume.pixels.shape
+    image_ids = [f"{series_id}/{z + 1}" for z in range(nz)]
+    vbase = {**base, "volume": 0}
+    image_rows = [
+        {**vbase, "image_id": image_ids[z], "sop_instance_id": None, "frame": z + 1,
+         "z_index": z, "position_mm": volume.slice_positions[z], "image_path": path,
+         "modality": None, "rows": ny, "columns": nx, "annotated": False}
+        for z in range(nz)
+    ]  # fmt: skip
+    annotation_rows = []
+    for name, lab in masks:
+        rows = records.annotation_rows(lab.mask, base={**vbase, "image_path": path},
+                                       image_ids=image_ids, label_image=name, names=lab.names,
+                                       codes=lab.codes, source="NIFTI")  # fmt: skip
+        for r in rows:
+            image_rows[r["z_index"]]["annotated"] = True
+        annotation_rows.extend(rows)
+    series_row = {
+        **vbase, "image_store": store.url, "image_path": path, "modality": None,
+        "spacing_z": volume.spacing[0], "spacing_y": volume.spacing[1],
+        "spacing_x": volume.spacing[2], "size_z": nz, "size_y": ny, "size_x": nx,
+        "channels": 1, "dtype": str(volume.pixels.dtype), "regularly_spaced": True,
+        "levels": len(image.metadata.levels), "labels": list(labels), "source_format": "NIfTI",
+    }  # fmt: skip
+    for table, rows in (("series", [series_row]), ("images", image_rows),
+                        ("annotations", annotation_rows)):  # fmt: skip
+        records.write_table(store, table, collection, series_id, rows)
+    out.images = [path]
+    out.n_images = nz
+    out.n_annotations = len(annotation_rows)
+    out.bytes_out = _stored_size(store, path)
+    journal.mark_done(store, collection, series_id, {
+        "series_id": series_id, "subject_id": subject_id, "study_id": study_id,
+        "images": out.images, "n_images": nz, "n_annotations": len(annotation_rows),
+    })  # fmt: skip
+    out.seconds = time.perf_counter() - t0
+    return out

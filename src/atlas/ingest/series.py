@@ -1,0 +1,417 @@
+"""Ingest one series: the unit of work a dask worker runs.
+
+decode → de-identify → labels → OME-Zarr image(s) → staging records → journal entry.
+
+Everything that leaves this function is pseudonymous: ids come from the site key, the header
+is de-identified, and the reasons of quarantined files are scrubbed of every original value the
+series carried.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from atlas.errors import AtlasError, InvalidInput
+from atlas.ingest import journal, records
+from atlas.ingest.model import FileRef, InstanceInfo, LabelVolume, Quarantined, SeriesGroup, Volume
+from atlas.storage import Store
+
+SECRET_ENV = "ATLAS_SITE_SECRET"
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    """How a site ingests: where the key comes from and what to let through."""
+
+    secret_env: str = SECRET_ENV
+    allow_burned_in: bool = False
+    retain_dates: bool = True
+    retain_patient_characteristics: bool = True
+    clean_descriptors: bool = True
+
+
+@dataclass(repr=False)
+class SeriesTask:
+    """Everything one worker needs for one series (pickled to the worker; held in memory)."""
+
+    store: Store
+    site: str
+    collection: str
+    group: SeriesGroup
+    segmentations: list[InstanceInfo] = field(default_factory=list)
+    nifti_labels: list[FileRef] = field(default_factory=list)
+    options: IngestOptions = field(default_factory=IngestOptions)
+
+    def __repr__(self) -> str:
+        return f"SeriesTask(site={self.site!r}, collection={self.collection!r})"
+
+
+@dataclass
+class SeriesOutcome:
+    """What happened to one series (pseudonymous ids and counts only)."""
+
+    series_id: str
+    status: str  # "written", "skipped" or "quarantined"
+    images: list[str] = field(default_factory=list)
+    n_files: int = 0
+    n_images: int = 0
+    n_annotations: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    seconds: float = 0.0
+    quarantined: list[Quarantined] = field(default_factory=list)
+
+
+def _deidentifier(options: IngestOptions) -> Any:
+    from atlas.ingest.deid import Deidentifier
+
+    return Deidentifier.from_env(
+        options.secret_env,
+        retain_dates=options.retain_dates,
+        retain_patient_characteristics=options.retain_patient_characteristics,
+        clean_descriptors=options.clean_descriptors,
+    )
+
+
+class Scrubber:
+    """Removes original identifiers from free text (third-party error messages)."""
+
+    def __init__(self, originals: set[str]) -> None:
+        values = sorted((v for v in originals if v and len(v) >= 4), key=len, reverse=True)
+        self._pattern = re.compile("|".join(re.escape(v) for v in values)) if values else None
+
+    def __call__(self, text: str) -> str:
+        return self._pattern.sub("<redacted>", text) if self._pattern else text
+
+
+def _originals(group: SeriesGroup, extra: list[InstanceInfo]) -> set[str]:
+    out = {group.study_uid, group.series_uid}
+    for inst in [*group.instances, *extra]:
+        out.update(
+            v
+            for v in (
+                inst.patient_id,
+                inst.sop_instance_uid,
+                inst.study_uid,
+                inst.series_uid,
+                inst.frame_of_reference_uid,
+            )
+            if v
+        )
+    return out
+
+
+def _header_originals(ds: Any) -> set[str]:
+    """Names and dates of a header (added to the scrubber once the header is read)."""
+    out: set[str] = set()
+    for elem in ds.iterall():
+        if elem.VR in _TEXT_VRS and elem.value not in (None, ""):
+            values = elem.value if elem.VM > 1 else [elem.value]
+            out.update(str(v) for v in values)
+    return out
+
+
+_TEXT_VRS = frozenset({"PN", "LO", "SH", "ST", "LT", "UT", "DA", "DT", "TM", "UI", "AE"})
+
+
+def _read_header(ref: FileRef) -> Any:
+    import pydicom
+
+    with ref.open() as fh:
+        return pydicom.dcmread(fh, stop_before_pixels=True)
+
+
+def _read_full(ref: FileRef) -> Any:
+    import pydicom
+
+    with ref.open() as fh:
+        return pydicom.dcmread(fh)
+
+
+def _age_years(value: Any) -> float | None:
+    text = str(value or "").strip().upper()
+    m = re.fullmatch(r"(\d{1,3})([DWMY])", text)
+    if not m:
+        return None
+    n = float(m.group(1))
+    return {"D": n / 365.25, "W": n / 52.18, "M": n / 12.0, "Y": n}[m.group(2)]
+
+
+def _text(ds: Any, keyword: str) -> str | None:
+    value = getattr(ds, keyword, None)
+    return str(value) if value not in (None, "") else None
+
+
+def _float(ds: Any, keyword: str) -> float | None:
+    try:
+        value = getattr(ds, keyword, None)
+        return float(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _labels_for_volume(
+    task: SeriesTask, volume: Volume, scrub: Scrubber, deid: Any
+) -> tuple[list[tuple[str, LabelVolume]], list[Quarantined], set[int]]:
+    """Label images that fit this volume; failures of label objects are returned separately."""
+    from atlas.ingest.labels import nifti_to_labels, rtstruct_to_labels, seg_to_labels
+
+    found: list[tuple[str, LabelVolume]] = []
+    problems: list[Quarantined] = []
+    used: set[int] = set()
+    ordered = sorted(enumerate(task.segmentations), key=lambda p: deid.uid(p[1].sop_instance_uid))
+    for index, seg in ordered:
+        try:
+            ds = _read_full(seg.ref)
+            if seg.modality == "SEG":
+                lab = seg_to_labels(ds, volume)
+            else:
+                lab = rtstruct_to_labels(ds, volume)
+        except (InvalidInput, ValueError, KeyError, AttributeError) as exc:
+            problems.append(
+                Quarantined(seg.ref, f"{seg.modality} does not fit the series: {scrub(str(exc))}")
+            )
+            continue
+        used.add(index)
+        found.append((f"{seg.modality.lower()}-{deid.uid(seg.sop_instance_uid)[-8:]}", lab))
+    for k, ref in enumerate(task.nifti_labels):
+        try:
+            lab = nifti_to_labels(ref.path, volume)
+        except InvalidInput:
+            continue  # belongs to another series/volume; the driver reports unmatched masks
+        found.append((f"nifti-{k}", lab))
+    return found, problems, used
+
+
+def _series_row_fields(header: Any) -> dict[str, Any]:
+    return {
+        "modality": _text(header, "Modality"),
+        "body_part": _text(header, "BodyPartExamined"),
+        "manufacturer": _text(header, "Manufacturer"),
+        "model": _text(header, "ManufacturerModelName"),
+        "sex": _text(header, "PatientSex"),
+        "age_years": _age_years(getattr(header, "PatientAge", None)),
+        "acquisition_date": _text(header, "AcquisitionDate")
+        or _text(header, "SeriesDate")
+        or _text(header, "StudyDate"),
+        "slice_thickness": _float(header, "SliceThickness"),
+    }
+
+
+def ingest_series(task: SeriesTask) -> SeriesOutcome:
+    """Ingest one series (all its volumes and labels); never raises for bad input."""
+    from atlas.ingest.deid import burned_in_risk, header_json
+    from atlas.ingest.geometry import split_series
+    from atlas.ingest.pixels import load_volume
+    from atlas.ome import LabelSpec, write_image
+
+    t0 = time.perf_counter()
+    group = task.group
+    deid = _deidentifier(task.options)
+    patient = group.instances[0].patient_id if group.instances else ""
+    subject_id = deid.subject_id(patient)
+    study_id = deid.uid(group.study_uid)
+    series_id = deid.uid(group.series_uid)
+    out = SeriesOutcome(series_id=series_id, status="written", n_files=len(group.instances))
+    out.bytes_in = sum(_size(i.ref) for i in group.instances)
+    scrub = Scrubber(_originals(group, task.segmentations))
+    store, collection = task.store, task.collection
+    if journal.is_done(store, collection, series_id):
+        out.status = "skipped"
+        entry = journal.read_entry(store, collection, series_id) or {}
+        out.images = list(entry.get("images", []))
+        out.n_images = int(entry.get("n_images", 0))
+        out.seconds = time.perf_counter() - t0
+        return out
+
+    def quarantine_all(reason: str) -> SeriesOutcome:
+        out.status = "quarantined"
+        out.quarantined.extend(Quarantined(i.ref, reason, series_id) for i in group.instances)
+        out.seconds = time.perf_counter() - t0
+        return out
+
+    try:
+        first_header = _read_header(group.instances[0].ref)
+    except Exception as exc:
+        return quarantine_all(f"unreadable header: {scrub(type(exc).__name__ + ': ' + str(exc))}")
+    scrub = Scrubber(_originals(group, task.segmentations) | _header_originals(first_header))
+    risk = burned_in_risk(first_header)
+    if risk and not task.options.allow_burned_in:
+        return quarantine_all(
+            f"may carry burned-in text ({risk}); rerun with --allow-burned-in after review"
+        )
+
+    volume_groups, split_problems = split_series(group)
+    out.quarantined.extend(Quarantined(q.ref, scrub(q.reason), series_id) for q in split_problems)
+    base = {
+        "site": task.site,
+        "collection": collection,
+        "subject_id": subject_id,
+        "study_id": study_id,
+        "series_id": series_id,
+    }
+    series_rows: list[dict[str, Any]] = []
+    image_rows: list[dict[str, Any]] = []
+    annotation_rows: list[dict[str, Any]] = []
+    used_labels: set[int] = set()
+    label_problems: list[Quarantined] = []
+    for vi, instances in enumerate(volume_groups):
+        try:
+            volume = load_volume(instances)
+        except (AtlasError, ValueError, NotImplementedError, RuntimeError, OSError) as exc:
+            reason = (
+                scrub(f"{type(exc).__name__}: {exc}")
+                if not isinstance(exc, AtlasError)
+                else scrub(str(exc))
+            )
+            out.quarantined.extend(Quarantined(i.ref, reason, series_id) for i in instances)
+            continue
+        labels, problems, used = _labels_for_volume(task, volume, scrub, deid)
+        used_labels |= used
+        label_problems.extend(problems)
+        clean_header = deid.deidentify(volume.header, patient_id=patient)
+        fields = _series_row_fields(clean_header)
+        suffix = "" if len(volume_groups) == 1 else f"_v{vi + 1}"
+        path = f"{collection}/{subject_id}/{study_id}/{series_id}{suffix}.ome.zarr"
+        spatial = volume.pixels.shape[-3:]
+        image = write_image(
+            store,
+            path,
+            volume.pixels,
+            spacing=volume.spacing,
+            origin=volume.origin,
+            direction=volume.direction,
+            axes=volume.axes,
+            name=f"{series_id}{suffix}",
+            modality=fields["modality"],
+            labels={
+                name: LabelSpec(
+                    lab.mask,
+                    names=dict(lab.names),
+                    colors=dict(lab.colors),
+                    properties={
+                        v: {
+                            "source": lab.source,
+                            **({"code": c} if (c := lab.codes.get(v)) else {}),
+                        }
+                        for v in lab.names
+                    },
+                )
+                for name, lab in labels
+            },
+            extra_attributes={
+                "dicom": header_json(clean_header),
+                "series": {**base, "volume": vi, **fields},
+                "regularly_spaced": volume.regularly_spaced,
+                "spacing_note": volume.spacing_note,
+            },
+            overwrite=True,
+        )
+        out.images.append(path)
+        image_ids = [f"{deid.uid(sop)}/{frame}" for sop, frame in volume.frames]
+        vbase = {**base, "volume": vi}
+        for z, (sop, frame) in enumerate(volume.frames):
+            image_rows.append(
+                {
+                    **vbase,
+                    "image_id": image_ids[z],
+                    "sop_instance_id": deid.uid(sop),
+                    "frame": frame,
+                    "z_index": z,
+                    "position_mm": volume.slice_positions[z] if volume.slice_positions else None,
+                    "image_path": path,
+                    "modality": fields["modality"],
+                    "rows": int(spatial[1]),
+                    "columns": int(spatial[2]),
+                    "annotated": False,
+                }
+            )
+        first_row = len(image_rows) - len(volume.frames)
+        for name, lab in labels:
+            rows = records.annotation_rows(
+                lab.mask,
+                base={**vbase, "image_path": path},
+                image_ids=image_ids,
+                label_image=name,
+                names=lab.names,
+                codes=lab.codes,
+                source=lab.source,
+            )
+            for r in rows:
+                image_rows[first_row + r["z_index"]]["annotated"] = True
+            annotation_rows.extend(rows)
+        meta = image.metadata
+        series_rows.append(
+            {
+                **vbase,
+                **fields,
+                "image_store": store.url,
+                "image_path": path,
+                "spacing_z": volume.spacing[0],
+                "spacing_y": volume.spacing[1],
+                "spacing_x": volume.spacing[2],
+                "size_z": int(spatial[0]),
+                "size_y": int(spatial[1]),
+                "size_x": int(spatial[2]),
+                "channels": int(volume.pixels.shape[0]) if volume.axes.startswith("c") else 1,
+                "dtype": str(volume.pixels.dtype),
+                "regularly_spaced": volume.regularly_spaced,
+                "levels": len(meta.levels),
+                "labels": [name for name, _ in labels],
+                "source_format": "DICOM",
+            }
+        )
+        out.bytes_out += _stored_size(store, path)
+    for index, seg in enumerate(task.segmentations):
+        if index not in used_labels:
+            why = next((p.reason for p in label_problems if p.ref == seg.ref), None)
+            out.quarantined.append(
+                Quarantined(seg.ref, why or f"{seg.modality} fits no volume", series_id)
+            )
+    if not series_rows:
+        out.status = "quarantined"
+        out.seconds = time.perf_counter() - t0
+        return out
+    for table, rows in (
+        ("series", series_rows),
+        ("images", image_rows),
+        ("annotations", annotation_rows),
+    ):
+        records.write_table(store, table, collection, series_id, rows)
+    out.n_images = len(image_rows)
+    out.n_annotations = len(annotation_rows)
+    journal.mark_done(
+        store,
+        collection,
+        series_id,
+        {
+            "series_id": series_id,
+            "subject_id": subject_id,
+            "study_id": study_id,
+            "images": out.images,
+            "n_images": out.n_images,
+            "n_annotations": out.n_annotations,
+        },
+    )
+    out.seconds = time.perf_counter() - t0
+    return out
+
+
+def _size(ref: FileRef) -> int:
+    try:
+        return ref.size()
+    except OSError:
+        return 0
+
+
+def _stored_size(store: Store, prefix: str) -> int:
+    if store.location.scheme == "file":
+        root = os.path.join(store.location.root, prefix)
+        return sum(
+            os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(root) for f in files
+        )
+    return int(sum(store.fs.du(store.fs_path(prefix), total=False).values()))
