@@ -43,7 +43,7 @@ class FileRef:
     def open(self) -> IO[bytes]:
         """A binary file object (zip members are read into memory)."""
         if self.member is None:
-            return open(self.path, "rb")  # noqa: SIM115 - the caller closes it
+            return open(self.path, "rb")
         return io.BytesIO(self.read_bytes())
 
     def size(self) -> int:

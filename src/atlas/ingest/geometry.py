@@ -1,0 +1,381 @@
+"""Patient-space geometry of DICOM series: splitting, slice order, spacing, direction.
+
+Radiologists' viewers never trust *Instance Number* to order slices: they project each
+*Image Position (Patient)* onto the slice normal (the cross product of the row and column
+direction cosines of *Image Orientation (Patient)*) and sort by that distance. This module does
+the same, and splits a series that mixes image sizes, orientations, acquisitions or repeated
+positions into consistent volumes.
+
+Conventions (those of :class:`atlas.ingest.model.Volume`): array axes are ``(z, y, x)``;
+``direction`` is a 3x3 matrix whose column ``a`` is the LPS unit vector of array axis ``a``:
+column 0 the slice normal, column 1 the column direction cosines (moving down the rows,
+``IOP[3:6]``), column 2 the row direction cosines (``IOP[0:3]``). ``spacing`` is
+``(slice spacing, PixelSpacing[0], PixelSpacing[1])``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from atlas.errors import InvalidInput
+from atlas.ingest.model import InstanceInfo, Quarantined, SeriesGroup
+
+__all__ = [
+    "ORIENTATION_TOLERANCE",
+    "POSITION_TOLERANCE_MM",
+    "SPACING_RELATIVE_TOLERANCE",
+    "StackGeometry",
+    "direction_matrix",
+    "distances_along_normal",
+    "same_orientation",
+    "slice_normal",
+    "sort_by_position",
+    "spacing_along_normal",
+    "split_series",
+    "stack_geometry",
+]
+
+#: two orientations whose direction cosines differ by less than this are the same
+ORIENTATION_TOLERANCE = 1e-4
+#: two slices closer than this along the normal share a position (mm)
+POSITION_TOLERANCE_MM = 1e-3
+#: steps that differ from the median step by more than this fraction make a stack irregular
+SPACING_RELATIVE_TOLERANCE = 0.01
+#: a gap within this fraction of k x the median step counts as k-1 missing slices
+_GAP_TOLERANCE = 0.1
+#: in-plane drift of the slice positions (fraction of the stack length) that counts as shear
+_SHEAR_TOLERANCE = 0.01
+
+
+def slice_normal(iop: Sequence[float]) -> np.ndarray:
+    """The unit slice normal (row cosines x column cosines) of an *Image Orientation (Patient)*.
+
+    Raises :class:`InvalidInput` when ``iop`` does not hold six values or its two direction
+    vectors are parallel or zero.
+    """
+    if len(iop) != 6:
+        raise InvalidInput(f"Image Orientation (Patient) needs 6 values, got {len(iop)}")
+    row = np.asarray(iop[0:3], dtype=np.float64)
+    col = np.asarray(iop[3:6], dtype=np.float64)
+    normal = np.cross(row, col)
+    norm = float(np.linalg.norm(normal))
+    if not np.isfinite(norm) or norm < 1e-6:
+        raise InvalidInput("Image Orientation (Patient) has parallel or zero direction vectors")
+    return normal / norm
+
+
+def same_orientation(
+    a: Sequence[float], b: Sequence[float], tolerance: float = ORIENTATION_TOLERANCE
+) -> bool:
+    """Whether two *Image Orientation (Patient)* values agree within ``tolerance``."""
+    return len(a) == len(b) == 6 and all(abs(x - y) <= tolerance for x, y in zip(a, b, strict=True))
+
+
+def direction_matrix(iop: Sequence[float] | None) -> np.ndarray:
+    """The 3x3 direction matrix (columns: normal, column cosines, row cosines) of ``iop``.
+
+    The row and column direction cosines are kept exactly as given (oblique acquisitions
+    included); only the normal is computed. ``None`` gives the identity.
+    """
+    if iop is None:
+        return np.eye(3)
+    direction = np.empty((3, 3), dtype=np.float64)
+    direction[:, 0] = slice_normal(iop)
+    direction[:, 1] = np.asarray(iop[3:6], dtype=np.float64)
+    direction[:, 2] = np.asarray(iop[0:3], dtype=np.float64)
+    return direction
+
+
+def distances_along_normal(
+    positions: Sequence[Sequence[float]], iop: Sequence[float]
+) -> list[float]:
+    """Each *Image Position (Patient)* projected onto the slice normal of ``iop`` (mm)."""
+    normal = slice_normal(iop)
+    return [float(np.dot(np.asarray(p, dtype=np.float64), normal)) for p in positions]
+
+
+def _has_geometry(inst: InstanceInfo) -> bool:
+    return (
+        inst.image_position is not None
+        and len(inst.image_position) == 3
+        and inst.image_orientation is not None
+        and len(inst.image_orientation) == 6
+    )
+
+
+def _instance_key(inst: InstanceInfo) -> tuple[int, str]:
+    number = inst.instance_number if inst.instance_number is not None else 2**31
+    return (number, inst.ref.display)
+
+
+def sort_by_position(
+    instances: Sequence[InstanceInfo],
+) -> tuple[list[InstanceInfo], list[float]]:
+    """Order single-frame instances by their position along the slice normal (ascending).
+
+    Returns the ordered instances and their distances along the normal of the first
+    instance's orientation (mm). Ties keep *Instance Number* order. A single instance
+    without geometry gives ``([inst], [0.0])``; several instances need *Image Position
+    (Patient)* and *Image Orientation (Patient)* each, else :class:`InvalidInput`.
+    """
+    items = sorted(instances, key=_instance_key)
+    if not items:
+        return [], []
+    if len(items) == 1 and not _has_geometry(items[0]):
+        return items, [0.0]
+    if not all(_has_geometry(i) for i in items):
+        raise InvalidInput("cannot order slices: some lack Image Position/Orientation (Patient)")
+    iop = items[0].image_orientation
+    assert iop is not None
+    dists = distances_along_normal([i.image_position or () for i in items], iop)
+    order = sorted(range(len(items)), key=lambda k: dists[k])  # stable: ties keep order
+    return [items[k] for k in order], [dists[k] for k in order]
+
+
+def spacing_along_normal(
+    positions: Sequence[float],
+    relative_tolerance: float = SPACING_RELATIVE_TOLERANCE,
+) -> tuple[float, bool, str | None]:
+    """Slice spacing of sorted positions along the normal, and whether it is regular.
+
+    Returns ``(spacing, regularly_spaced, note)``: ``spacing`` is the median step (``0.0``
+    with fewer than two positions); a stack is regular when every step is within
+    ``relative_tolerance`` of the median. Otherwise ``note`` says why in words an operator
+    can act on: missing slices (a gap of about k x the median step), repeated positions, or
+    irregular steps.
+    """
+    pos = np.asarray(positions, dtype=np.float64)
+    if pos.size < 2:
+        return 0.0, True, None
+    steps = np.diff(pos)
+    step = float(np.median(np.abs(steps)))
+    if step <= POSITION_TOLERANCE_MM:
+        return 0.0, False, "slices repeat the same position along the normal"
+    tol = max(relative_tolerance * step, POSITION_TOLERANCE_MM)
+    off = np.abs(np.abs(steps) - step) > tol
+    if not off.any():
+        return step, True, None
+    bad = np.abs(steps[off])
+    ratios = bad / step
+    if (bad <= POSITION_TOLERANCE_MM).any():
+        return step, False, "slices repeat the same position along the normal"
+    if np.all(ratios >= 1.5) and np.all(np.abs(ratios - np.round(ratios)) <= _GAP_TOLERANCE):
+        missing = int(np.sum(np.round(ratios) - 1))
+        where = ", ".join(str(int(k) + 1) for k in np.flatnonzero(off)[:5])
+        more = "" if int(off.sum()) <= 5 else ", ..."
+        return (
+            step,
+            False,
+            f"about {missing} missing slice(s): {int(off.sum())} gap(s) of about "
+            f"{', '.join(f'{r:.0f}' for r in sorted(set(np.round(ratios).tolist())))}x the "
+            f"{step:.4g} mm step (after slice {where}{more})",
+        )
+    return (
+        step,
+        False,
+        f"irregular slice spacing: steps from {float(np.min(np.abs(steps))):.4g} to "
+        f"{float(np.max(np.abs(steps))):.4g} mm (median {step:.4g} mm)",
+    )
+
+
+@dataclass(frozen=True)
+class StackGeometry:
+    """Geometry of one volume in the :class:`~atlas.ingest.model.Volume` convention."""
+
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    direction: np.ndarray
+    #: distance of each z slice along the normal (mm)
+    positions: list[float]
+    regularly_spaced: bool
+    note: str | None
+
+
+def stack_geometry(
+    positions: Sequence[Sequence[float]] | None,
+    iop: Sequence[float] | None,
+    pixel_spacing: Sequence[float] | None,
+    fallback_slice_spacing: float | None,
+    n_slices: int,
+) -> StackGeometry:
+    """Geometry of ``n_slices`` slices already ordered along the normal.
+
+    ``positions`` are the *Image Position (Patient)* of each slice in order, or ``None`` for
+    objects without patient geometry (then identity direction, origin 0 and slices
+    ``fallback_slice_spacing`` apart). ``fallback_slice_spacing`` (e.g. *Slice Thickness* or
+    *Spacing Between Slices*) is the slice spacing of single slices; default 1.0. In-plane
+    spacing comes from ``pixel_spacing`` (row spacing, column spacing) when positive, else 1.0.
+    """
+    dy, dx = 1.0, 1.0
+    if pixel_spacing is not None and len(pixel_spacing) == 2:
+        ry, rx = float(pixel_spacing[0]), float(pixel_spacing[1])
+        if ry > 0 and rx > 0 and np.isfinite(ry) and np.isfinite(rx):
+            dy, dx = ry, rx
+    fallback = float(fallback_slice_spacing) if fallback_slice_spacing else 1.0
+    if fallback <= 0 or not np.isfinite(fallback):
+        fallback = 1.0
+    if positions is None or iop is None or len(positions) == 0:
+        return StackGeometry(
+            spacing=(fallback, dy, dx),
+            origin=(0.0, 0.0, 0.0),
+            direction=np.eye(3),
+            positions=[k * fallback for k in range(n_slices)],
+            regularly_spaced=True,
+            note=None,
+        )
+    if len(positions) != n_slices:
+        raise InvalidInput(f"{len(positions)} slice positions for {n_slices} slices")
+    direction = direction_matrix(iop)
+    dists = distances_along_normal(positions, iop)
+    origin = tuple(float(v) for v in positions[0])
+    if n_slices == 1:
+        return StackGeometry(
+            spacing=(fallback, dy, dx),
+            origin=(origin[0], origin[1], origin[2]),
+            direction=direction,
+            positions=dists,
+            regularly_spaced=True,
+            note=None,
+        )
+    step, regular, note = spacing_along_normal(dists)
+    if step <= 0:
+        step = fallback
+    # Positions that drift within the image plane (gantry tilt, shear) are not described by
+    # origin + direction * spacing; say so rather than silently resampling.
+    first = np.asarray(positions[0], dtype=np.float64)
+    last = np.asarray(positions[-1], dtype=np.float64)
+    along = float(np.dot(last - first, direction[:, 0]))
+    drift = float(np.linalg.norm((last - first) - along * direction[:, 0]))
+    if drift > _SHEAR_TOLERANCE * abs(along) + POSITION_TOLERANCE_MM:
+        shear = (
+            f"slice positions drift {drift:.4g} mm within the image plane over the stack "
+            "(gantry tilt or sheared acquisition); the affine does not describe every slice"
+        )
+        note = f"{note}; {shear}" if note else shear
+        regular = False
+    return StackGeometry(
+        spacing=(step, dy, dx),
+        origin=(origin[0], origin[1], origin[2]),
+        direction=direction,
+        positions=dists,
+        regularly_spaced=regular,
+        note=note,
+    )
+
+
+def _cluster_positions(dists: Sequence[float]) -> list[list[int]]:
+    """Indices grouped by position along the normal (within the position tolerance)."""
+    order = sorted(range(len(dists)), key=lambda k: dists[k])
+    clusters: list[list[int]] = []
+    for k in order:
+        if clusters and dists[k] - dists[clusters[-1][0]] <= POSITION_TOLERANCE_MM:
+            clusters[-1].append(k)
+        else:
+            clusters.append([k])
+    return clusters
+
+
+def _has_duplicates(items: Sequence[InstanceInfo], iop: Sequence[float]) -> bool:
+    dists = distances_along_normal([i.image_position or () for i in items], iop)
+    return any(len(c) > 1 for c in _cluster_positions(dists))
+
+
+def _split_positions(
+    items: list[InstanceInfo],
+) -> tuple[list[list[InstanceInfo]], list[Quarantined]]:
+    """Split one same-size, same-orientation group so that no two slices share a position."""
+    iop = items[0].image_orientation
+    assert iop is not None
+    if not _has_duplicates(items, iop):
+        return [sort_by_position(items)[0]], []
+    # Positions collide: separate acquisitions first (re-scans, multi-phase series).
+    by_acq: dict[int | None, list[InstanceInfo]] = defaultdict(list)
+    for inst in items:
+        by_acq[inst.acquisition_number].append(inst)
+    groups = (
+        [by_acq[k] for k in sorted(by_acq, key=lambda a: (a is None, a or 0))]
+        if len(by_acq) > 1
+        else [items]
+    )
+    volumes: list[list[InstanceInfo]] = []
+    quarantined: list[Quarantined] = []
+    for group in groups:
+        if not _has_duplicates(group, iop):
+            volumes.append(sort_by_position(group)[0])
+            continue
+        ordered = sorted(group, key=_instance_key)
+        dists = distances_along_normal([i.image_position or () for i in ordered], iop)
+        clusters = _cluster_positions(dists)
+        counts = Counter(len(c) for c in clusters)
+        if len(counts) == 1 and len(clusters) > 1:
+            # Every position repeats n times (echoes, phases, b-values): n volumes, the k-th
+            # occurrence (in instance-number order) of each position in volume k.
+            (n,) = counts
+            for k in range(n):
+                volumes.append([ordered[c[k]] for c in clusters])
+        else:
+            keep = [ordered[min(c)] for c in clusters]
+            for c in clusters:
+                for k in sorted(c)[1:]:
+                    quarantined.append(
+                        Quarantined(
+                            ordered[k].ref,
+                            "duplicate slice position in its series (another instance at "
+                            "the same position was kept)",
+                        )
+                    )
+            volumes.append(sort_by_position(keep)[0])
+    return volumes, quarantined
+
+
+def split_series(
+    group: SeriesGroup,
+) -> tuple[list[list[InstanceInfo]], list[Quarantined]]:
+    """Split one series into consistent volumes, each ordered along its slice normal.
+
+    A volume's slices share image size (rows, columns, samples per pixel) and orientation
+    (within :data:`ORIENTATION_TOLERANCE`) and no two share a position. Where positions
+    collide, the series is split by *Acquisition Number*; positions that still repeat the
+    same number of times everywhere become one volume per repetition, and stray repeats are
+    quarantined. Multi-frame objects (enhanced or legacy) are a volume each, ordered later
+    from their per-frame functional groups; single-frame objects without patient geometry
+    (CR, DX, US, secondary capture) are a 2-D volume each. Objects without pixel data are
+    quarantined.
+    """
+    volumes: list[list[InstanceInfo]] = []
+    quarantined: list[Quarantined] = []
+    by_shape: dict[tuple[int | None, int | None, int], list[InstanceInfo]] = defaultdict(list)
+    for inst in sorted(group.instances, key=_instance_key):
+        if not inst.has_pixel_data:
+            quarantined.append(Quarantined(inst.ref, "no pixel data"))
+        elif inst.number_of_frames > 1:
+            volumes.append([inst])
+        else:
+            by_shape[(inst.rows, inst.columns, inst.samples_per_pixel)].append(inst)
+    for shape_group in by_shape.values():
+        located = [i for i in shape_group if _has_geometry(i)]
+        volumes.extend([i] for i in shape_group if not _has_geometry(i))
+        clusters: list[list[InstanceInfo]] = []
+        for inst in located:
+            assert inst.image_orientation is not None
+            for cluster in clusters:
+                reference = cluster[0].image_orientation
+                assert reference is not None
+                if same_orientation(reference, inst.image_orientation):
+                    cluster.append(inst)
+                    break
+            else:
+                clusters.append([inst])
+        for cluster in clusters:
+            try:
+                vols, quar = _split_positions(cluster)
+            except InvalidInput as exc:
+                quarantined.extend(Quarantined(i.ref, exc.message) for i in cluster)
+                continue
+            volumes.extend(vols)
+            quarantined.extend(quar)
+    return volumes, quarantined

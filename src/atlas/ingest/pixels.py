@@ -1,0 +1,524 @@
+"""Decode one consistent volume into real-unit pixels with its patient-space geometry.
+
+Input is what :func:`atlas.ingest.geometry.split_series` produces: several single-frame
+instances of one volume, or one multi-frame instance (enhanced objects ordered from their
+per-frame functional groups, legacy multi-frame objects from *Grid Frame Offset Vector* or
+*Spacing Between Slices*).
+
+Pixel values, in this order:
+
+1. decoded by pydicom's decoders (native, deflate, RLE, JPEG baseline/extended/lossless,
+   JPEG-LS, JPEG 2000 and HTJ2K through pylibjpeg/pyjpegls/Pillow). YBR_FULL/YBR_FULL_422
+   colour is converted to RGB by pydicom's :func:`pydicom.pixels.convert_color_space`
+   (``raw=False``), JPEG 2000's YBR_ICT/RCT by the codec; PALETTE COLOR is mapped to RGB by
+   :func:`pydicom.pixels.apply_color_lut`. Colour volumes have axes ``"czyx"`` (3 channels).
+2. MONOCHROME1 is turned into MONOCHROME2 semantics (higher = brighter) in *stored* units,
+   before any rescale: ``value' = min + max - value`` with the minimum and maximum stored
+   value of the whole volume, so the value range is unchanged and every slice is inverted
+   the same way. The returned ``header`` keeps its original PhotometricInterpretation.
+3. the Modality LUT or *Rescale Slope/Intercept* (per slice, or per frame from the
+   *Pixel Value Transformation* functional group) through
+   :func:`pydicom.pixels.apply_modality_lut`, so CT is in Hounsfield units; RT dose grids are
+   also multiplied by *Dose Grid Scaling* (Gy).
+
+Result dtype: ``int16`` for CT whose values fit; otherwise the smallest of
+``uint8/uint16/int16/int32`` that holds integral values (``int64`` beyond), ``float32`` when a
+value is not integral; colour keeps the decoder's unsigned dtype.
+
+Memory: frames are decoded one at a time into one preallocated array of the stored dtype;
+the rescale runs slice by slice (one float64 slice at a time) into the output array, which is
+the same array when the dtypes agree.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder, iter_pixels
+from pydicom.uid import UID
+
+from atlas.errors import InvalidInput
+from atlas.ingest.discover import parse_dataset, read_dataset
+from atlas.ingest.geometry import (
+    POSITION_TOLERANCE_MM,
+    StackGeometry,
+    distances_along_normal,
+    same_orientation,
+    slice_normal,
+    sort_by_position,
+    stack_geometry,
+)
+from atlas.ingest.model import FileRef, InstanceInfo, Volume
+
+__all__ = ["check_decodable", "load_volume"]
+
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+def check_decodable(transfer_syntax: str | None) -> None:
+    """Raise :class:`InvalidInput` ``"cannot decode transfer syntax <name>"`` when no
+    installed decoder handles ``transfer_syntax``."""
+    uid = UID(transfer_syntax or "")
+    if not transfer_syntax:
+        raise InvalidInput("cannot decode transfer syntax (none given)")
+    try:
+        decoder = get_decoder(uid)
+    except (NotImplementedError, ValueError):
+        raise InvalidInput(f"cannot decode transfer syntax {uid.name}") from None
+    if not decoder.is_available:
+        raise InvalidInput(
+            f"cannot decode transfer syntax {uid.name} (no decoder plugin is installed; "
+            "install the 'ingest' extras)"
+        )
+
+
+# ----------------------------------------------------------------------------------------
+# reading
+
+
+class _Reader:
+    """Reads full data sets; each zip archive is opened once per volume."""
+
+    def __init__(self) -> None:
+        self._zips: dict[str, zipfile.ZipFile] = {}
+
+    def read(self, ref: FileRef) -> Dataset:
+        if ref.member is None:
+            return read_dataset(ref, stop_before_pixels=False)
+        try:
+            zf = self._zips.get(ref.path)
+            if zf is None:
+                zf = self._zips[ref.path] = zipfile.ZipFile(ref.path)
+            data = zf.read(ref.member)
+        except (zipfile.BadZipFile, zlib.error, OSError, KeyError, RuntimeError) as exc:
+            raise InvalidInput(
+                f"cannot read zip member ({exc.__class__.__name__})", location=ref.display
+            ) from None
+        return parse_dataset(io.BytesIO(data), stop_before_pixels=False, location=ref.display)
+
+    def close(self) -> None:
+        for zf in self._zips.values():
+            zf.close()
+        self._zips.clear()
+
+
+def _transfer_syntax(ds: Dataset) -> str | None:
+    meta = getattr(ds, "file_meta", None)
+    uid = meta.get("TransferSyntaxUID") if meta is not None else None
+    return str(uid) if uid else None
+
+
+def _strip_pixels(ds: Dataset) -> Dataset:
+    for keyword in _PIXEL_KEYWORDS:
+        if keyword in ds:
+            delattr(ds, keyword)
+    return ds
+
+
+# ----------------------------------------------------------------------------------------
+# per-frame attributes
+
+
+def _fg_item(ds: Dataset, frame: int, sequence: str) -> Dataset | None:
+    """Item of functional-group ``sequence`` for ``frame``: per-frame first, then shared."""
+    per = ds.get("PerFrameFunctionalGroupsSequence")
+    if per is not None and frame < len(per):
+        inner = per[frame].get(sequence)
+        if inner:
+            return inner[0]
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    if shared:
+        inner = shared[0].get(sequence)
+        if inner:
+            return inner[0]
+    return None
+
+
+def _floats(value: object, n: int) -> tuple[float, ...] | None:
+    if value is None or isinstance(value, str | bytes):
+        return None
+    try:
+        values = tuple(float(v) for v in value)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        return None
+    return values if len(values) == n else None
+
+
+def _spacing(value: object) -> tuple[float, ...] | None:
+    values = _floats(value, 2)
+    return values if values is not None and min(values) > 0 else None
+
+
+def _positive(*values: object) -> float | None:
+    for value in values:
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            continue
+        if number > 0 and np.isfinite(number):
+            return number
+    return None
+
+
+def _is_enhanced(ds: Dataset) -> bool:
+    return "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds
+
+
+@dataclass(frozen=True)
+class _ValueMap:
+    """Modality LUT / rescale of one slice: a data set for ``apply_modality_lut`` (``None``
+    for identity) and an extra factor (RT *Dose Grid Scaling*)."""
+
+    lut: Dataset | None
+    scale: float = 1.0
+
+    @property
+    def identity(self) -> bool:
+        return self.lut is None and self.scale == 1.0
+
+    def apply(self, arr: np.ndarray) -> np.ndarray:
+        out = arr if self.lut is None else apply_modality_lut(arr, self.lut)
+        if self.scale != 1.0:
+            out = out.astype(np.float64) * self.scale
+        return out
+
+
+def _value_map(ds: Dataset, frame: int) -> _ValueMap:
+    scale = 1.0
+    if str(ds.get("Modality", "")).upper() == "RTDOSE":
+        scale = _positive(ds.get("DoseGridScaling")) or 1.0
+    item = _fg_item(ds, frame, "PixelValueTransformationSequence") if _is_enhanced(ds) else None
+    source = item if item is not None else ds
+    if source.get("ModalityLUTSequence"):
+        return _ValueMap(ds if item is None else _lut_dataset(ds, item), scale)
+    if "RescaleSlope" in source and "RescaleIntercept" in source:
+        try:
+            slope = float(source.RescaleSlope)
+            intercept = float(source.RescaleIntercept)
+        except (TypeError, ValueError):
+            raise InvalidInput("invalid Rescale Slope/Intercept") from None
+        if slope == 1.0 and intercept == 0.0:
+            return _ValueMap(None, scale)
+        lut = Dataset()
+        lut.RescaleSlope = slope
+        lut.RescaleIntercept = intercept
+        return _ValueMap(lut, scale)
+    return _ValueMap(None, scale)
+
+
+def _lut_dataset(ds: Dataset, item: Dataset) -> Dataset:
+    lut = Dataset()
+    lut.ModalityLUTSequence = item.ModalityLUTSequence
+    if hasattr(ds, "file_meta"):
+        lut.file_meta = ds.file_meta
+    return lut
+
+
+# ----------------------------------------------------------------------------------------
+# geometry of multi-frame objects
+
+
+def _multiframe_geometry(ds: Dataset, n: int) -> tuple[list[int], StackGeometry]:
+    """Frame order (indices into the file's frames) and geometry of a multi-frame object."""
+    top_spacing = _spacing(ds.get("PixelSpacing")) or _spacing(ds.get("ImagerPixelSpacing"))
+    if _is_enhanced(ds):
+        measures = _fg_item(ds, 0, "PixelMeasuresSequence")
+        spacing = (_spacing(measures.get("PixelSpacing")) if measures else None) or top_spacing
+        fallback = _positive(
+            measures.get("SpacingBetweenSlices") if measures else None,
+            measures.get("SliceThickness") if measures else None,
+            ds.get("SpacingBetweenSlices"),
+            ds.get("SliceThickness"),
+        )
+        positions: list[tuple[float, ...] | None] = []
+        orientations: list[tuple[float, ...] | None] = []
+        for f in range(n):
+            pos = _fg_item(ds, f, "PlanePositionSequence")
+            ori = _fg_item(ds, f, "PlaneOrientationSequence")
+            positions.append(_floats(pos.get("ImagePositionPatient"), 3) if pos else None)
+            orientations.append(_floats(ori.get("ImageOrientationPatient"), 6) if ori else None)
+        iop = orientations[0]
+        if iop is not None and all(p is not None for p in positions):
+            if not all(o is not None and same_orientation(iop, o) for o in orientations):
+                raise InvalidInput(
+                    "frames of this multi-frame object have different orientations (not one volume)"
+                )
+            located = [p for p in positions if p is not None]
+            dists = distances_along_normal(located, iop)
+            order = sorted(range(n), key=lambda k: dists[k])
+            ordered = [dists[k] for k in order]
+            repeats = sum(1 for a, b in pairwise(ordered) if b - a <= POSITION_TOLERANCE_MM)
+            if repeats:
+                raise InvalidInput(
+                    f"multi-frame object has {n} frames at {n - repeats} positions "
+                    "(temporal, multi-echo or multi-stack frames are not one volume)"
+                )
+            geometry = stack_geometry([located[k] for k in order], iop, spacing, fallback, n)
+            return order, geometry
+        return list(range(n)), stack_geometry(None, None, spacing, fallback, n)
+
+    iop = _floats(ds.get("ImageOrientationPatient"), 6)
+    ipp = _floats(ds.get("ImagePositionPatient"), 3)
+    fallback = _positive(ds.get("SpacingBetweenSlices"), ds.get("SliceThickness"))
+    if iop is None or ipp is None:
+        return list(range(n)), stack_geometry(None, None, top_spacing, fallback, n)
+    normal = slice_normal(iop)
+    offsets = _floats(ds.get("GridFrameOffsetVector"), n)
+    if offsets is not None:
+        relative = [o - offsets[0] for o in offsets]  # absolute (z) form starts at IPP too
+    else:
+        relative = [k * (fallback or 1.0) for k in range(n)]
+    origin = np.asarray(ipp, dtype=np.float64)
+    frame_positions = [tuple((origin + r * normal).tolist()) for r in relative]
+    order = sorted(range(n), key=lambda k: relative[k])
+    geometry = stack_geometry([frame_positions[k] for k in order], iop, top_spacing, fallback, n)
+    return order, geometry
+
+
+# ----------------------------------------------------------------------------------------
+# value handling
+
+
+def _choose_dtype(lo: float, hi: float, integral: bool, modality: str) -> np.dtype:
+    if not integral:
+        return np.dtype(np.float32)
+    if modality == "CT" and lo >= -32768 and hi <= 32767:
+        return np.dtype(np.int16)
+    for dtype in (np.uint8, np.uint16, np.int16, np.int32):
+        info = np.iinfo(dtype)
+        if info.min <= lo and hi <= info.max:
+            return np.dtype(dtype)
+    return np.dtype(np.int64)
+
+
+def _invert_monochrome1(raw: np.ndarray) -> None:
+    """``min + max - value`` over the whole volume, in place, in stored units."""
+    if raw.size == 0:
+        return
+    lo = raw.min()
+    hi = raw.max()
+    if np.issubdtype(raw.dtype, np.integer):
+        total = int(lo) + int(hi)
+        for z in range(raw.shape[0]):
+            raw[z] = (total - raw[z].astype(np.int64)).astype(raw.dtype)
+    else:
+        for z in range(raw.shape[0]):
+            raw[z] = (lo + hi) - raw[z]
+
+
+def _rescale(raw: np.ndarray, maps: Sequence[_ValueMap], modality: str) -> np.ndarray:
+    """Apply each slice's value map; choose the output dtype from the actual values."""
+    if all(m.identity for m in maps) and not np.issubdtype(raw.dtype, np.floating):
+        lo, hi = (float(raw.min()), float(raw.max())) if raw.size else (0.0, 0.0)
+        dtype = _choose_dtype(lo, hi, True, modality)
+        return raw if dtype == raw.dtype else raw.astype(dtype)
+    lo, hi, integral = np.inf, -np.inf, True
+    for z, value_map in enumerate(maps):
+        values = value_map.apply(raw[z])
+        if values.size == 0:
+            continue
+        lo = min(lo, float(values.min()))
+        hi = max(hi, float(values.max()))
+        if integral and np.issubdtype(values.dtype, np.floating):
+            integral = bool(np.all(np.isfinite(values)) and np.array_equal(values, np.rint(values)))
+    if lo > hi:
+        lo = hi = 0.0
+    dtype = _choose_dtype(lo, hi, integral, modality)
+    out = raw if dtype == raw.dtype else np.empty(raw.shape, dtype=dtype)
+    for z, value_map in enumerate(maps):
+        out[z] = value_map.apply(raw[z]).astype(dtype, copy=False)
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# decoding
+
+
+def _decode_error(exc: Exception, location: str) -> InvalidInput:
+    text = str(exc).splitlines()[0][:200] if str(exc) else ""
+    detail = f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
+    return InvalidInput(f"corrupt or undecodable pixel data ({detail})", location=location)
+
+
+@dataclass
+class _Target:
+    """The preallocated array frames are decoded into: ``(z, y, x)``, or ``(c, z, y, x)``
+    for colour (frames arrive as ``(y, x, c)``)."""
+
+    nz: int
+    color: bool
+    raw: np.ndarray | None = None
+
+    def store(self, z: int, frame: np.ndarray, location: str) -> None:
+        if self.color:
+            if frame.ndim != 3:
+                raise InvalidInput(f"expected a colour frame, got shape {frame.shape}")
+            frame = np.moveaxis(frame, -1, 0)
+        elif frame.ndim != 2:
+            raise InvalidInput(f"unexpected decoded frame shape {frame.shape}")
+        if self.raw is None:
+            if self.color:
+                shape: tuple[int, ...] = (frame.shape[0], self.nz, *frame.shape[1:])
+            else:
+                shape = (self.nz, *frame.shape)
+            self.raw = np.empty(shape, dtype=frame.dtype)
+        raw = self.raw
+        expected = (raw.shape[0], *raw.shape[2:]) if self.color else raw.shape[1:]
+        if frame.shape != expected:
+            raise InvalidInput(
+                f"slice shape {frame.shape} differs from the volume's {expected}",
+                location=location,
+            )
+        if not np.can_cast(frame.dtype, raw.dtype, casting="safe"):
+            self.raw = raw = raw.astype(np.promote_types(raw.dtype, frame.dtype))
+        if self.color:
+            raw[:, z] = frame
+        else:
+            raw[z] = frame
+
+
+def _decode_into(
+    ds: Dataset, ref: FileRef, slots: dict[int, int], target: _Target, palette: bool
+) -> None:
+    """Decode every frame of ``ds``; frame ``f`` goes to slice ``slots[f]``."""
+    check_decodable(_transfer_syntax(ds))
+    count = 0
+    try:
+        for f, frame in enumerate(iter_pixels(ds)):
+            count += 1
+            if f not in slots:
+                continue
+            if palette:
+                frame = apply_color_lut(frame, ds)
+            target.store(slots[f], frame, ref.display)
+    except InvalidInput:
+        raise
+    except Exception as exc:
+        raise _decode_error(exc, ref.display) from None
+    if count < len(slots):
+        raise InvalidInput(
+            f"pixel data holds {count} frame(s), the header says {len(slots)}",
+            location=ref.display,
+        )
+
+
+def load_volume(instances: Sequence[InstanceInfo]) -> Volume:
+    """Decode one consistent volume (from :func:`~atlas.ingest.geometry.split_series`).
+
+    ``instances`` are single-frame instances of one volume (any order: they are sorted by
+    position along the slice normal) or one multi-frame instance (frames ordered from its
+    per-frame functional groups). Returns a :class:`~atlas.ingest.model.Volume` with pixels
+    in real units (see the module docstring for value handling and dtypes).
+
+    Raises :class:`atlas.errors.InvalidInput` — the caller quarantines — with reason
+    ``"cannot decode transfer syntax <name>"`` when no installed decoder handles the
+    transfer syntax, and with a clear reason for corrupt pixel data or inconsistent slices.
+    """
+    if not instances:
+        raise InvalidInput("no instances to load")
+    reader = _Reader()
+    try:
+        return _load(list(instances), reader)
+    finally:
+        reader.close()
+
+
+def _load(instances: list[InstanceInfo], reader: _Reader) -> Volume:
+    single = len(instances) == 1
+    if single:
+        ordered = instances
+    else:
+        if any(i.number_of_frames > 1 for i in instances):
+            raise InvalidInput("a multi-frame object must be loaded as a volume of its own")
+        shapes = {(i.rows, i.columns, i.samples_per_pixel) for i in instances}
+        if len(shapes) > 1:
+            raise InvalidInput(
+                "slices of one volume differ in size; split the series first (split_series)"
+            )
+        ordered, _ = sort_by_position(instances)
+    first = ordered[0]
+    ds = reader.read(first.ref)
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
+    palette = photometric == "PALETTE COLOR"
+    color = palette or int(ds.get("SamplesPerPixel", 1) or 1) > 1
+    modality = str(ds.get("Modality", "") or first.modality).strip().upper()
+
+    multiframe = single and (n_frames > 1 or _is_enhanced(ds))
+    frames_of: list[tuple[str, int]]
+    slots: list[dict[int, int]]
+    maps: list[_ValueMap] = []
+    if multiframe:
+        order, geometry = _multiframe_geometry(ds, n_frames)
+        nz = n_frames
+        slots = [{f: z for z, f in enumerate(order)}]
+        frames_of = [(first.sop_instance_uid, f + 1) for f in order]
+        if not color:
+            maps = [_value_map(ds, f) for f in order]
+    else:
+        nz = len(ordered)
+        slots = [{0: z} for z in range(nz)]
+        frames_of = [(i.sop_instance_uid, 1) for i in ordered]
+        positions = [i.image_position for i in ordered]
+        iop = first.image_orientation
+        fallback = _positive(ds.get("SliceThickness"), ds.get("SpacingBetweenSlices"))
+        spacing = first.pixel_spacing
+        if any(p is None for p in positions) or iop is None:
+            if nz > 1:
+                raise InvalidInput("cannot stack slices without patient position/orientation")
+            geometry = stack_geometry(None, None, spacing, fallback, 1)
+        else:
+            geometry = stack_geometry(
+                [p for p in positions if p is not None], iop, spacing, fallback, nz
+            )
+
+    target = _Target(nz=nz, color=color)
+    header: Dataset | None = None
+    for index, inst in enumerate(ordered):
+        current = ds if index == 0 else reader.read(inst.ref)
+        if not multiframe:
+            if int(current.get("NumberOfFrames", 1) or 1) > 1:
+                raise InvalidInput(
+                    "a multi-frame object must be loaded as a volume of its own",
+                    location=inst.ref.display,
+                )
+            if not color:
+                maps.append(_value_map(current, 0))
+        _decode_into(current, inst.ref, slots[index], target, palette)
+        _strip_pixels(current)
+        if index == 0:
+            header = current
+    raw = target.raw
+    assert raw is not None and header is not None
+
+    if color:
+        pixels = raw
+        axes = "czyx"
+    else:
+        if photometric == "MONOCHROME1":
+            _invert_monochrome1(raw)
+        pixels = _rescale(raw, maps, modality)
+        axes = "zyx"
+
+    return Volume(
+        pixels=pixels,
+        axes=axes,
+        spacing=geometry.spacing,
+        origin=geometry.origin,
+        direction=geometry.direction,
+        regularly_spaced=geometry.regularly_spaced,
+        slice_positions=geometry.positions,
+        frames=frames_of,
+        header=header,
+        instances=list(ordered),
+        spacing_note=geometry.note,
+        frame_of_reference_uid=first.frame_of_reference_uid
+        or (str(header.FrameOfReferenceUID) if header.get("FrameOfReferenceUID") else None),
+    )
