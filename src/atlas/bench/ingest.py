@@ -97,17 +97,21 @@ def run(
         study = make_study(work / "dicom", shape=shape, seed=0)
         gen_seconds = time.perf_counter() - t0
         files = list(study.ct_files)
+        assert study.seg_file and study.rtstruct_file and study.nifti_file
+        sources = [study.ct_files[0].parent, study.seg_file, study.rtstruct_file]
+        masks = [study.nifti_file]
         dicom_bytes = sum(f.stat().st_size for f in files)
         n_slices = len(files)
         rows: list[dict[str, Any]] = []
-        atlas_times, base_times, peaks = [], [], []
+        atlas_times, inproc_times, base_times, peaks = [], [], [], []
         for rep in range(repeats):
             target = open_store(work / f"store-{rep}")
             with _PeakRSS() as mem:
                 t = time.perf_counter()
                 summary = ingest(
-                    [study.ct_files[0].parent],
+                    sources,
                     store=target,
+                    labels=masks,
                     site="bench",
                     collection="bench",
                     workers=workers,
@@ -115,15 +119,31 @@ def run(
                 )
                 atlas_times.append(time.perf_counter() - t)
             peaks.append(mem.peak)
-            if len(summary.written) != 1:
-                raise RuntimeError(f"ingest wrote {len(summary.written)} series, expected 1")
+            if len(summary.written) != 1 or summary.quarantined:
+                raise RuntimeError(
+                    f"ingest wrote {len(summary.written)} series and quarantined "
+                    f"{len(summary.quarantined)} files; expected 1 series and none"
+                )
+            t = time.perf_counter()
+            ingest(
+                sources,
+                store=open_store(work / f"store-inproc-{rep}"),
+                labels=masks,
+                site="bench",
+                collection="bench",
+                scheduler="synchronous",
+                options=IngestOptions(secret_env=secret_var),
+            )
+            inproc_times.append(time.perf_counter() - t)
             t = time.perf_counter()
             _baseline(files, work / f"baseline-{rep}.zarr")
             base_times.append(time.perf_counter() - t)
         atlas_s, base_s = float(np.median(atlas_times)), float(np.median(base_times))
+        inproc_s = float(np.median(inproc_times))
         peak = {"peak RSS MB": max(peaks) / 1e6}
         for name, seconds, extra in (
             ("atlas ingest (de-id, labels, pyramid, records)", atlas_s, peak),
+            ("atlas ingest in-process (no cluster start-up)", inproc_s, {}),
             ("baseline: pydicom one by one + numpy + zarr", base_s, {}),
         ):
             rows.append(
@@ -147,6 +167,7 @@ def run(
             "workers": workers or os.cpu_count(),
             "generation_seconds": gen_seconds,
             "atlas_seconds_all": atlas_times,
+            "atlas_inprocess_seconds_all": inproc_times,
             "baseline_seconds_all": base_times,
             "peak_rss_note": "sampled every 50 ms over this process and all its children",
         }

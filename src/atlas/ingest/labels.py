@@ -480,7 +480,6 @@ def rtstruct_to_labels(
         InvalidInput: not an RTSTRUCT, an ROI in another frame of reference, a contour that is
             not in a slice plane of the volume or lies outside it.
     """
-    from skimage.draw import polygon
 
     grid = _Grid(volume)
     ds = _read_dataset(rtstruct, "RTSTRUCT")
@@ -546,10 +545,10 @@ def rtstruct_to_labels(
             if refs and volume_sops and not refs & volume_sops:
                 continue  # drawn on another image series of this frame of reference
             where = f"RTSTRUCT ROI {n} contour {j + 1}"
-            data = contour.get("ContourData")
-            if data is None or len(data) < 9 or len(data) % 3:
+            flat = _contour_values(contour)
+            if flat is None or flat.size < 9 or flat.size % 3:
                 continue  # fewer than three points: no area
-            pts = np.asarray([float(v) for v in data], dtype=np.float64).reshape(-1, 3)
+            pts = flat.reshape(-1, 3)
             zyx = grid.to_mm(pts)
             z_mean = float(zyx[:, 0].mean())
             k, dist = grid.slice_index(z_mean, slice_tolerance)
@@ -565,7 +564,9 @@ def rtstruct_to_labels(
                     f"RTSTRUCT geometry does not match the image: {where} is not parallel to "
                     "the image slices"
                 )
-            rr, cc = polygon(zyx[:, 1] / grid.spacing[1], zyx[:, 2] / grid.spacing[2], (ny, nx))
+            rr, cc = fill_polygon(
+                zyx[:, 1] / grid.spacing[1], zyx[:, 2] / grid.spacing[2], (ny, nx)
+            )
             plane = roi_mask[k]
             plane[rr, cc] = ~plane[rr, cc]
         mask[roi_mask] = value
@@ -577,6 +578,77 @@ def rtstruct_to_labels(
         colors=colors,
         source_uid=str(ds.get("SOPInstanceUID", "")) or None,
     )
+
+
+def _contour_values(contour: Any) -> np.ndarray | None:
+    """ContourData as float64, parsed straight from the raw bytes when pydicom has not yet
+    converted them (pydicom builds one Python object per decimal string otherwise)."""
+    if "ContourData" not in contour:
+        return None
+    raw = contour.get_item("ContourData")
+    value = getattr(raw, "value", None)
+    if isinstance(value, bytes | bytearray):
+        text = bytes(value).strip(b" \x00")
+        if not text:
+            return None
+        try:
+            return np.array(text.split(b"\\"), dtype=np.float64)
+        except ValueError:
+            pass  # unusual formatting: let pydicom parse it
+    data = contour.ContourData
+    return np.asarray([float(v) for v in data], dtype=np.float64) if data else None
+
+
+def fill_polygon(
+    rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels whose centres lie inside or on a closed polygon (even-odd rule).
+
+    Vectorised scanlines: O(edges x rows) instead of testing every pixel of the bounding box
+    against every edge. A centre exactly on an edge counts as inside, on every side (two
+    half-open scans, one from each direction, are merged).
+    """
+    ny = shape[0]
+    r = np.asarray(rows, np.float64)
+    rr1, cc1 = _scan_fill(r, cols, shape)
+    rr2, cc2 = _scan_fill((ny - 1) - r, cols, shape)
+    plane = np.zeros(shape, dtype=bool)
+    plane[rr1, cc1] = True
+    plane[(ny - 1) - rr2, cc2] = True
+    found_r, found_c = np.nonzero(plane)
+    return found_r, found_c
+
+
+def _scan_fill(
+    rows: np.ndarray, cols: Any, shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    ny, nx = shape
+    r0, c0 = np.asarray(rows, np.float64), np.asarray(cols, np.float64)
+    r1, c1 = np.roll(r0, -1), np.roll(c0, -1)
+    lo, hi = np.minimum(r0, r1), np.maximum(r0, r1)
+    # rows y with lo <= y < hi (half-open: a vertex is counted once; horizontal edges never)
+    start = np.clip(np.ceil(lo), 0, ny).astype(np.int64)
+    stop = np.clip(np.ceil(hi), 0, ny).astype(np.int64)
+    counts = np.maximum(stop - start, 0)
+    total = int(counts.sum())
+    if total == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    edge = np.repeat(np.arange(r0.size), counts)
+    offset = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+    y = np.repeat(start, counts) + offset
+    t = (y - r0[edge]) / (r1[edge] - r0[edge])
+    x = c0[edge] + t * (c1[edge] - c0[edge])
+    order = np.lexsort((x, y))
+    y, x = y[order], x[order]
+    left, right, row = x[0::2], x[1::2], y[0::2]
+    c_start = np.clip(np.ceil(left), 0, nx).astype(np.int64)
+    c_stop = np.clip(np.floor(right) + 1, 0, nx).astype(np.int64)
+    widths = np.maximum(c_stop - c_start, 0)
+    n = int(widths.sum())
+    rr = np.repeat(row, widths)
+    cc = np.repeat(c_start, widths) + (np.arange(n) - np.repeat(np.cumsum(widths) - widths, widths))
+    return rr, cc
 
 
 # --------------------------------------------------------------------------------------------

@@ -275,7 +275,12 @@ class _Stats:
             self.lo = min(self.lo, float(block.min()))
             self.hi = max(self.hi, float(block.max()))
         if self.count_values:
-            values, counts = np.unique(block, return_counts=True)
+            if block.dtype in (np.uint8, np.uint16):  # labels: a histogram, no sort
+                hist = np.bincount(block.ravel(), minlength=1)
+                values = np.nonzero(hist)[0]
+                counts = hist[values]
+            else:
+                values, counts = np.unique(block, return_counts=True)
             for v, n in zip(values.tolist(), counts.tolist(), strict=True):
                 self.counts[int(v)] = self.counts.get(int(v), 0) + int(n)
 
