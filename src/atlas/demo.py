@@ -123,4 +123,58 @@ def run_demo(
     if not exact:
         console.print("[red]round trip mismatch[/]")
         raise SystemExit(1)
+    facts["ingest"] = ingest_demo(store, data_dir, console)
+    return facts
+
+
+DEMO_SECRET_ENV = "ATLAS_SITE_SECRET"
+
+
+def ingest_demo(store: Store, data_dir: Path, console: Console) -> dict[str, Any]:
+    """Generate a synthetic DICOM study (CT + SEG + RTSTRUCT + NIfTI) and ingest it."""
+    import os
+
+    from atlas.ingest import records
+    from atlas.ingest.driver import ingest
+    from atlas.ingest.series import IngestOptions
+    from atlas.testing.synthetic import make_study
+
+    if not os.environ.get(DEMO_SECRET_ENV):
+        os.environ[DEMO_SECRET_ENV] = "atlas-demo-key-not-for-real-data-000000"
+        console.print(
+            f"[yellow]${DEMO_SECRET_ENV} is not set: using a fixed demo key. Set your site's "
+            "own secret before ingesting real data.[/]"
+        )
+    study = make_study(data_dir / "demo-dicom", shape=(64, 256, 256), seed=7)
+    assert study.seg_file and study.rtstruct_file and study.nifti_file
+    console.print(
+        f"[bold]Ingesting[/] a synthetic DICOM study ({len(study.ct_files)} CT slices, SEG, "
+        "RTSTRUCT, NIfTI mask) as site 'demo', collection 'demo'"
+    )
+    summary = ingest(
+        [study.ct_files[0].parent, study.seg_file, study.rtstruct_file],
+        store=store,
+        site="demo",
+        collection="demo",
+        labels=[study.nifti_file],
+        options=IngestOptions(secret_env=DEMO_SECRET_ENV),
+    )
+    images = records.read_table(store, "images", "demo")
+    notes = records.read_table(store, "annotations", "demo")
+    image = open_image(store, summary.images[0])
+    table = Table(title="Ingest summary", show_header=False)
+    facts: dict[str, Any] = {
+        "series written": len(summary.written),
+        "series skipped (already ingested)": len(summary.skipped),
+        "files quarantined": len(summary.quarantined),
+        "image": summary.images[0],
+        "shape": image.metadata.shape,
+        "label images": ", ".join(image.label_names),
+        "staging image records": images.num_rows,
+        "staging annotation records": notes.num_rows,
+        "seconds": round(summary.seconds, 1),
+    }
+    for k, v in facts.items():
+        table.add_row(k, str(v))
+    console.print(table)
     return facts
