@@ -348,3 +348,17 @@ def test_sigkill_mid_ingest_then_rerun_completes(tmp_path) -> None:
     images = records.read_table(store, "images", "killed").to_pylist()
     assert len(series) == 3
     assert len(images) == len({r["image_id"] for r in images}) == 3 * 24
+
+
+def test_bench_ingest_smoke(tmp_path) -> None:
+    from atlas.bench.ingest import run
+
+    paths = run(tmp_path, quick=True)
+    report = json.loads(paths["json"].read_text())
+    names = [r["pipeline"] for r in report["rows"]]
+    assert any(n.startswith("atlas ingest (") for n in names)
+    assert any(n.startswith("baseline") for n in names)
+    for row in report["rows"]:
+        assert row["seconds"] > 0 and row["slices/s"] > 0
+    assert report["rows"][0]["peak RSS MB"] > 0
+    assert paths["png"].stat().st_size > 1000

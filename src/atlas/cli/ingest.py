@@ -55,7 +55,7 @@ def ingest_command(
     """
     from atlas.config import load_sites
     from atlas.ingest.driver import ingest, write_report
-    from atlas.ingest.series import IngestOptions
+    from atlas.ingest.series import IngestOptions, _deidentifier
     from atlas.storage import open_store
 
     if workers is not None and scheduler is not None:
@@ -67,6 +67,8 @@ def ingest_command(
         target = (
             configured[site].store() if site in configured else open_store("atlas-data", site=site)
         )
+    options = IngestOptions(secret_env=secret_env, allow_burned_in=allow_burned_in)
+    _deidentifier(options)  # a missing or weak key fails here, before any work starts
     console = Console(stderr=True)
     console.print(
         f"Ingesting into [bold]{escape(target.url)}[/] as site {site!r}, collection {collection!r}"
@@ -107,7 +109,7 @@ def ingest_command(
             labels=[str(p) for p in labels],
             workers=workers,
             scheduler=scheduler,
-            options=IngestOptions(secret_env=secret_env, allow_burned_in=allow_burned_in),
+            options=options,
             progress=progress,
         )
     path = write_report(summary, report)
