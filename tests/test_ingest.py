@@ -362,3 +362,31 @@ def test_bench_ingest_smoke(tmp_path) -> None:
         assert row["seconds"] > 0 and row["slices/s"] > 0
     assert report["rows"][0]["peak RSS MB"] > 0
     assert paths["png"].stat().st_size > 1000
+
+
+def test_labels_that_fit_nothing_are_reported(study, tmp_path) -> None:
+    import nibabel as nib
+    from pydicom.data import get_testdata_file
+
+    # a NIfTI mask shifted by 5 mm, and a SEG of another study (it references no input series)
+    img = nib.load(study.nifti_file)
+    shifted = img.affine.copy()
+    shifted[0, 3] += 5.0
+    bad_mask = tmp_path / "shifted.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), shifted), bad_mask)
+    import data_store
+
+    other_seg = Path(data_store.__file__).parent / "liver.dcm"
+    if not other_seg.exists():
+        other_seg = Path(get_testdata_file("liver_1frame.dcm"))
+    store = open_store(tmp_path / "store")
+    summary = ingest(
+        [str(study.ct_files[0].parent), str(other_seg)],
+        store=store, site="s", collection="c", labels=[str(bad_mask)],
+        scheduler="synchronous", options=OPTIONS,
+    )  # fmt: skip
+    assert len(summary.written) == 1
+    reasons = {Path(q.ref.path).name: q.reason for q in summary.quarantined}
+    assert "does not match any image" in reasons["shifted.nii.gz"]
+    assert "references no series" in reasons[other_seg.name]
+    assert open_image(store, summary.images[0]).label_names == ()

@@ -254,6 +254,13 @@ def ingest(
             progress(outcome, summary, total)
 
     run_tasks(all_tasks, _dispatch, workers=workers, scheduler=scheduler, on_result=on_result)
+    used = {p for o in (*summary.written, *summary.skipped, *summary.failed) for p in o.used_masks}
+    if not summary.skipped:  # skipped series do not re-check their masks
+        summary.quarantined.extend(
+            Quarantined(ref, "label geometry does not match any image of this run")
+            for ref in label_refs
+            if ref.path not in used
+        )
     summary.seconds = time.perf_counter() - t0
     return summary
 

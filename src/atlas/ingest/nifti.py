@@ -136,6 +136,7 @@ def ingest_nifti(task: NiftiTask) -> SeriesOutcome:
             properties={v: {"source": "NIFTI"} for v in lab.names},
         )
         masks.append((f"nifti-{k}", lab))
+        out.used_masks.append(ref.path)
     path = f"{collection}/{subject_id}/{study_id}/{series_id}.ome.zarr"
     base = {"site": task.site, "collection": collection, "subject_id": subject_id,
             "study_id": study_id, "series_id": series_id}  # fmt: skip

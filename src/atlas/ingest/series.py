@@ -64,6 +64,8 @@ class SeriesOutcome:
     bytes_out: int = 0
     seconds: float = 0.0
     quarantined: list[Quarantined] = field(default_factory=list)
+    #: the ``--labels`` NIfTI masks that matched an image of this series
+    used_masks: list[str] = field(default_factory=list)
 
 
 def _deidentifier(options: IngestOptions) -> Any:
@@ -155,7 +157,7 @@ def _float(ds: Any, keyword: str) -> float | None:
 
 
 def _labels_for_volume(
-    task: SeriesTask, volume: Volume, scrub: Scrubber, deid: Any
+    task: SeriesTask, volume: Volume, scrub: Scrubber, deid: Any, used_masks: list[str]
 ) -> tuple[list[tuple[str, LabelVolume]], list[Quarantined], set[int]]:
     """Label images that fit this volume; failures of label objects are returned separately."""
     from atlas.ingest.labels import nifti_to_labels, rtstruct_to_labels, seg_to_labels
@@ -184,6 +186,7 @@ def _labels_for_volume(
         except InvalidInput:
             continue  # belongs to another series/volume; the driver reports unmatched masks
         found.append((f"nifti-{k}", lab))
+        used_masks.append(ref.path)
     return found, problems, used
 
 
@@ -270,7 +273,7 @@ def ingest_series(task: SeriesTask) -> SeriesOutcome:
             )
             out.quarantined.extend(Quarantined(i.ref, reason, series_id) for i in instances)
             continue
-        labels, problems, used = _labels_for_volume(task, volume, scrub, deid)
+        labels, problems, used = _labels_for_volume(task, volume, scrub, deid, out.used_masks)
         used_labels |= used
         label_problems.extend(problems)
         clean_header = deid.deidentify(volume.header, patient_id=patient)
