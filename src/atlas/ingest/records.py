@@ -31,7 +31,8 @@ def staging_key(table: str, collection: str, series_id: str) -> str:
     return f"{STAGING_PREFIX}/{table}/{collection}/{series_id}.parquet"
 
 
-def _schemas() -> dict[str, Any]:
+def schemas() -> dict[str, Any]:
+    """The pyarrow schema of each staging table."""
     import pyarrow as pa
 
     ids = [
@@ -167,7 +168,7 @@ def write_table(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = _schemas()[table]
+    schema = schemas()[table]
     columns = {name: [r.get(name) for r in rows] for name in schema.names}
     if "record_version" in columns:
         columns["record_version"] = [RECORD_VERSION] * len(rows)
@@ -191,5 +192,5 @@ def read_table(store: Store, table: str, collection: str | None = None) -> Any:
         if k.endswith(".parquet")
     ]
     if not parts:
-        return _schemas()[table].empty_table()
+        return schemas()[table].empty_table()
     return pa.concat_tables(parts)
