@@ -13,6 +13,7 @@ from rich.table import Table
 
 from atlas import __version__
 from atlas.cli import bench as bench_cli
+from atlas.cli import catalog as catalog_cli
 from atlas.cli import ingest as ingest_cli
 from atlas.cli import sites as sites_cli
 from atlas.errors import AtlasError
@@ -26,6 +27,11 @@ app = typer.Typer(
 app.add_typer(bench_cli.app, name="bench")
 app.add_typer(sites_cli.app, name="sites")
 app.command("ingest")(ingest_cli.ingest_command)
+app.add_typer(catalog_cli.index_app, name="index")
+app.add_typer(catalog_cli.release_app, name="release")
+app.add_typer(catalog_cli.consent_app, name="consent")
+app.command("query")(catalog_cli.query_command)
+app.command("erase")(catalog_cli.erase_command)
 
 BACKENDS = ("numpy", "zarr", "numcodecs", "tensorstore", "fsspec", "s3fs", "dask", "distributed")
 

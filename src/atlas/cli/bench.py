@@ -63,3 +63,18 @@ def ingest(
     paths = run(out=out, quick=quick, shape=dims, repeats=repeats, workers=workers or None)
     for kind, path in paths.items():
         typer.echo(f"{kind}: {path}")
+
+
+@app.command("index")
+def index(
+    out: Path = typer.Option(Path("bench-results/index"), help="Folder for JSON/Markdown/PNG."),
+    images: int = typer.Option(1_000_000, "--images", help="Images (rows) across all sites."),
+    sites: int = typer.Option(30, "--sites", help="Number of sites."),
+    lookups: int = typer.Option(200, "--lookups", help="Point lookups to time."),
+) -> None:
+    """The sharded index at scale vs one unsharded Parquet file loaded whole (idc-index way)."""
+    from atlas.bench.index import run
+
+    paths = run(out=out, images=images, sites=sites, lookups=lookups)
+    for kind, path in paths.items():
+        typer.echo(f"{kind}: {path}")

@@ -1,0 +1,353 @@
+"""Build a new index version from the staging records, then publish it atomically.
+
+The build reads every staging object of the site with DuckDB (spilling to disk, bounded
+memory), attaches each subject's shard and consent scopes, denormalises the fields queries
+filter on (an image row knows its labels and its series' body part), sorts each shard by
+subject and series (so lookups prune row groups), and writes one Parquet object per shard and
+table *beside* the current version. The manifest lists every shard with its row count, size,
+SHA-256 and column statistics. Publishing is one compare-and-swap of ``_index/CURRENT``: two
+builds racing each other cannot both win, and readers never see half a version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from atlas.errors import AtlasError, CorruptData, NotFound
+from atlas.index import consent, layout
+from atlas.ingest.records import STAGING_PREFIX
+from atlas.ingest.records import schemas as staging_schemas
+from atlas.storage import Store
+from atlas.storage.conditional import put_if_match, read_versioned
+
+MANIFEST_FORMAT = 1
+#: column statistics kept in the manifest (never ids: an erased subject could be a min/max)
+STATS_COLUMNS = {
+    "series": ("collection", "modality"),
+    "images": ("collection", "modality", "z_index"),
+    "annotations": ("collection", "label_name", "voxel_count"),
+}
+
+
+class ConcurrentBuild(AtlasError):
+    """Another build published a version first; rerun the build on top of it."""
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What a build produced."""
+
+    version: str
+    parent: str | None
+    rows: dict[str, int]
+    n_shards: int
+    bytes: int
+    seconds: float
+
+
+def duck_url(store: Store, key: str) -> str:
+    """How DuckDB (with the store's fsspec filesystem registered) names ``key``."""
+    scheme = store.location.scheme
+    if scheme == "file":
+        return os.path.join(store.location.root, key)
+    if scheme == "memory":
+        return "memory://" + store.fs_path(key)
+    return "s3://" + store.fs_path(key)
+
+
+def connect(store: Store, memory_limit: str = "2GB", threads: int | None = None) -> Any:
+    """A DuckDB connection that can read ``store`` (fsspec registered for memory/S3)."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute(f"SET memory_limit = '{_safe_limit(memory_limit)}'")
+    con.execute(f"SET threads = {int(threads or os.cpu_count() or 1)}")
+    con.execute("SET preserve_insertion_order = false")
+    if store.location.scheme != "file":
+        con.register_filesystem(store.fs)
+    return con
+
+
+def _safe_limit(text: str) -> str:
+    if not text.replace(".", "").rstrip("GBMKgbmk").isdigit():
+        raise ValueError(f"bad memory limit {text!r}")
+    return text
+
+
+def read_current(store: Store) -> tuple[dict[str, Any] | None, str | None]:
+    """``(pointer, version token)`` of ``_index/CURRENT``; ``(None, None)`` before any build."""
+    try:
+        raw, token = read_versioned(store, layout.CURRENT_KEY)
+    except NotFound:
+        return None, None
+    try:
+        pointer: dict[str, Any] = json.loads(raw)
+    except ValueError as exc:
+        raise CorruptData(
+            f"index pointer {layout.CURRENT_KEY} in {store.url} is not valid JSON",
+            site=store.site,
+            location=store.url,
+        ) from exc
+    return pointer, token
+
+
+def load_manifest(store: Store, version: str, sha256: str | None = None) -> dict[str, Any]:
+    """Read and check one version's manifest (against the pointer's checksum when given)."""
+    key = layout.manifest_key(version)
+    raw = store.read_bytes(key)
+    if sha256 is not None and hashlib.sha256(raw).hexdigest() != sha256:
+        raise CorruptData(
+            f"index manifest {key} in {store.url} fails its checksum; the index version "
+            f"{version} is damaged (older versions stay readable: pin one, or rebuild)",
+            site=store.site,
+            location=store.url,
+        )
+    try:
+        manifest: dict[str, Any] = json.loads(raw)
+    except ValueError as exc:
+        raise CorruptData(f"index manifest {key} is not valid JSON", site=store.site) from exc
+    return manifest
+
+
+def _next_version(store: Store, pointer: dict[str, Any] | None) -> str:
+    existing = [
+        int(k.split("/")[2][1:])
+        for k in store.list(f"{layout.INDEX_PREFIX}/versions/")
+        if k.count("/") >= 3 and k.split("/")[2][1:].isdigit()
+    ]
+    current = int(pointer["version"][1:]) if pointer else 0
+    return layout.version_name(max([current, *existing]) + 1)
+
+
+def _staging_urls(store: Store, table: str) -> list[str]:
+    return [
+        duck_url(store, k)
+        for k in store.list(f"{STAGING_PREFIX}/{table}/")
+        if k.endswith(".parquet")
+    ]
+
+
+def _shard_stats(path: Path, columns: tuple[str, ...]) -> dict[str, list[Any]]:
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path).metadata
+    names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+    out: dict[str, list[Any]] = {}
+    for col in columns:
+        if col not in names:
+            continue
+        idx = names.index(col)
+        lows, highs = [], []
+        for rg in range(meta.num_row_groups):
+            st = meta.row_group(rg).column(idx).statistics
+            if st is not None and st.has_min_max:
+                lows.append(st.min)
+                highs.append(st.max)
+        if lows:
+            out[col] = [min(lows), max(highs)]
+    return out
+
+
+def build_index(
+    store: Store,
+    *,
+    n_shards: int | None = None,
+    memory_limit: str = "2GB",
+    workdir: str | None = None,
+) -> BuildResult:
+    """Compact the site's staging records into a new index version and publish it."""
+    import duckdb
+
+    t0 = time.perf_counter()
+    pointer, token = read_current(store)
+    version = _next_version(store, pointer)
+    sources = {t: _staging_urls(store, t) for t in layout.TABLES}
+    if not sources["series"]:
+        raise NotFound(
+            f"no staging records in {store.url}; run `atlas ingest` first",
+            site=store.site,
+            location=store.url,
+        )
+    con = connect(store, memory_limit)
+    tmp = Path(tempfile.mkdtemp(prefix="atlas-index-", dir=workdir))
+    try:
+        con.execute(f"SET temp_directory = '{tmp / 'spill'}'")
+        for table in layout.TABLES:
+            urls = sources[table]
+            if urls:
+                listing = ", ".join("'" + u.replace("'", "''") + "'" for u in urls)
+                con.execute(
+                    f"CREATE VIEW staging_{table} AS "
+                    f"SELECT * FROM read_parquet([{listing}], union_by_name=true)"
+                )
+            else:
+                con.register(f"staging_{table}", staging_schemas()[table].empty_table())
+        image_rows = int(con.execute("SELECT count(*) FROM staging_images").fetchone()[0])
+        shards = n_shards or layout.shard_count(image_rows)
+        if shards < 1 or shards & (shards - 1):
+            raise ValueError("n_shards must be a power of two")
+        subjects = con.execute(
+            "SELECT DISTINCT subject_id, collection FROM staging_series"
+        ).fetchall()
+        defaults, overrides = consent.load(store)
+        import pyarrow as pa
+
+        submap = pa.table(
+            {
+                "subject_id": [s for s, _ in subjects],
+                "collection": [c for _, c in subjects],
+                "shard": [layout.shard_of(s, shards) for s, _ in subjects],
+                "consent": [consent.scopes_of(s, c, defaults, overrides) for s, c in subjects],
+            }
+        )
+        con.register("submap", submap)
+        con.execute(
+            """CREATE TABLE labels_per_image AS
+               SELECT image_id, list(DISTINCT label_name ORDER BY label_name) AS labels
+               FROM staging_annotations GROUP BY image_id"""
+        )
+        queries = {
+            "series": """SELECT s.*, m.consent, m.shard FROM staging_series s
+                         JOIN submap m USING (subject_id, collection)""",
+            "images": """SELECT i.*, coalesce(l.labels, []::VARCHAR[]) AS labels,
+                                s.body_part, s.sex, s.age_years, s.manufacturer,
+                                m.consent, m.shard
+                         FROM staging_images i
+                         JOIN submap m USING (subject_id, collection)
+                         LEFT JOIN labels_per_image l USING (image_id)
+                         LEFT JOIN (SELECT DISTINCT series_id, volume, body_part, sex, age_years,
+                                           manufacturer FROM staging_series) s
+                              USING (series_id, volume)""",
+            "annotations": """SELECT a.*, m.consent, m.shard FROM staging_annotations a
+                              JOIN submap m USING (subject_id, collection)""",
+        }
+        order = {
+            "series": "subject_id, series_id, volume",
+            "images": "subject_id, series_id, volume, z_index",
+            "annotations": "subject_id, series_id, volume, z_index, label_image, label_value",
+        }
+        manifest: dict[str, Any] = {
+            "format": MANIFEST_FORMAT,
+            "version": version,
+            "parent": pointer["version"] if pointer else None,
+            "site": store.site,
+            "created_unix": int(time.time()),
+            "n_shards": shards,
+            "tables": {},
+        }
+        total_bytes = 0
+        rows: dict[str, int] = {}
+        for table in layout.TABLES:
+            out_dir = tmp / table
+            con.execute(
+                f"""COPY (SELECT * FROM ({queries[table]}) ORDER BY shard, {order[table]})
+                    TO '{out_dir}' (FORMAT parquet, PARTITION_BY (shard),
+                    COMPRESSION zstd, ROW_GROUP_SIZE 65536, OVERWRITE_OR_IGNORE true)"""
+            )
+            entries = []
+            for shard in range(shards):
+                files = sorted((out_dir / f"shard={shard}").glob("*.parquet"))
+                entries.append(_upload_shard(store, version, table, shard, shards, files, con, tmp))
+            manifest["tables"][table] = {
+                "rows": sum(e["rows"] for e in entries),
+                "bytes": sum(e["bytes"] for e in entries),
+                "shards": entries,
+            }
+            rows[table] = manifest["tables"][table]["rows"]
+            total_bytes += manifest["tables"][table]["bytes"]
+        publish(store, manifest, token)
+        return BuildResult(
+            version=version,
+            parent=manifest["parent"],
+            rows=rows,
+            n_shards=shards,
+            bytes=total_bytes,
+            seconds=time.perf_counter() - t0,
+        )
+    except duckdb.Error as exc:
+        raise CorruptData(
+            f"could not build the index of {store.url}: {exc}", site=store.site
+        ) from exc
+    finally:
+        con.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _upload_shard(
+    store: Store,
+    version: str,
+    table: str,
+    shard: int,
+    shards: int,
+    files: list[Path],
+    con: Any,
+    tmp: Path,
+) -> dict[str, Any]:
+    """Upload one shard (merging DuckDB's part files into one object) and describe it."""
+    import pyarrow.parquet as pq
+
+    if len(files) == 1:
+        path = files[0]
+    else:
+        path = tmp / f"{table}-{shard}.parquet"
+        if files:
+            con.execute(
+                f"COPY (SELECT * FROM read_parquet(?)) TO '{path}' "
+                "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 65536)",
+                [[str(f) for f in files]],
+            )
+        else:  # an empty shard still exists, with the table's columns
+            schema_src = next((tmp / table).rglob("*.parquet"), None)
+            if schema_src is None:
+                return _empty_entry(version, table, shard, shards)
+            pq.write_table(pq.read_schema(schema_src).empty_table(), path)
+    data = path.read_bytes()
+    key = layout.shard_key(version, table, shard, shards)
+    store.write_bytes(key, data)
+    return {
+        "shard": shard,
+        "key": key,
+        "rows": pq.ParquetFile(io.BytesIO(data)).metadata.num_rows,
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "stats": _shard_stats(path, STATS_COLUMNS[table]),
+    }
+
+
+def _empty_entry(version: str, table: str, shard: int, shards: int) -> dict[str, Any]:
+    return {
+        "shard": shard,
+        "key": None,
+        "rows": 0,
+        "bytes": 0,
+        "sha256": None,
+        "stats": {},
+    }
+
+
+def publish(store: Store, manifest: dict[str, Any], expected_token: str | None) -> str:
+    """Write the manifest, then swing ``_index/CURRENT`` to it in one compare-and-swap."""
+    version = manifest["version"]
+    body = json.dumps(manifest, indent=1, sort_keys=True, default=str).encode()
+    store.write_bytes(layout.manifest_key(version), body)
+    pointer = {"version": version, "manifest_sha256": hashlib.sha256(body).hexdigest()}
+    ok = put_if_match(
+        store, layout.CURRENT_KEY, json.dumps(pointer, sort_keys=True).encode(), expected_token
+    )
+    if not ok:
+        raise ConcurrentBuild(
+            f"another index build of {store.url} published first; version {version} was "
+            "written but not published — rerun `atlas index build` to build on the new version",
+            site=store.site,
+            location=store.url,
+        )
+    return version

@@ -1,0 +1,320 @@
+"""The sharded index: build, versions, queries, consent, releases, erasure, federation."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from collections import Counter
+
+import pyarrow.parquet as pq
+import pytest
+
+from atlas.errors import CorruptData, InvalidInput, NotFound, StoreUnavailable
+from atlas.index import audit, consent, layout
+from atlas.index.build import ConcurrentBuild, build_index, load_manifest, read_current
+from atlas.index.catalog import open_atlas
+from atlas.index.erase import erase_subject, verify_erased
+from atlas.index.release import create_release, load_release
+from atlas.ingest import records
+from atlas.storage import Store, open_store
+from atlas.testing.records import generate_site
+
+
+def _site(tmp_path, name="site-a", n_subjects=24, seed=0, scopes=("research",)) -> Store:
+    store = open_store(tmp_path / name, site=name)
+    gen = generate_site(store, name, n_subjects=n_subjects, seed=seed)
+    for c in gen.collections:
+        consent.set_collection_default(store, c, scopes)
+    return store
+
+
+def _staging(store: Store, table: str) -> list[dict]:
+    return records.read_table(store, table).to_pylist()
+
+
+def test_build_shards_subjects_and_checksums(tmp_path) -> None:
+    store = _site(tmp_path)
+    result = build_index(store, n_shards=4)
+    assert result.version == "v000001" and result.parent is None
+    images = _staging(store, "images")
+    assert result.rows["images"] == len(images)
+    assert result.rows["series"] == len(_staging(store, "series"))
+    manifest = load_manifest(store, result.version)
+    where: dict[str, set[int]] = {}
+    for table in layout.TABLES:
+        for entry in manifest["tables"][table]["shards"]:
+            if not entry["key"]:
+                continue
+            data = store.read_bytes(entry["key"])
+            import hashlib
+
+            assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+            ids = pq.read_table(io.BytesIO(data), columns=["subject_id"])["subject_id"]
+            for s in set(ids.to_pylist()):
+                where.setdefault(s, set()).add(entry["shard"])
+                assert layout.shard_of(s, 4) == entry["shard"]
+    assert all(len(shards) == 1 for shards in where.values())  # a subject never spans shards
+
+
+def test_queries_match_python_reference(tmp_path) -> None:
+    store = _site(tmp_path)
+    build_index(store, n_shards=2)
+    atlas = open_atlas({"site-a": store}, purpose="research")
+    images = _staging(store, "images")
+    notes = _staging(store, "annotations")
+    assert atlas.images.count().value == len(images)
+    ct = [r for r in images if r["modality"] == "CT"]
+    assert atlas.images.where(modality="CT").count().value == len(ct)
+    tumour_images = {r["image_id"] for r in notes if r["label_name"] == "liver tumour"}
+    q = atlas.images.where('modality == "CT" and label == "liver tumour"')
+    expected = {r["image_id"] for r in ct if r["image_id"] in tumour_images}
+    assert set(q.to_arrow().value["image_id"].to_pylist()) == expected
+    assert atlas.images.where('site in ["site-a", "elsewhere"]').count().value == len(images)
+    assert atlas.annotations.where(label="kidney").count().value == sum(
+        r["label_name"] == "kidney" for r in notes
+    )
+    # sampling is reproducible and uniform-ish; iter_batches streams everything
+    s1 = atlas.images.sample(50, seed=7).value["image_id"].to_pylist()
+    s2 = atlas.images.sample(50, seed=7).value["image_id"].to_pylist()
+    s3 = atlas.images.sample(50, seed=8).value["image_id"].to_pylist()
+    assert s1 == s2 and s1 != s3 and len(set(s1)) == 50
+    streamed = sum(b.num_rows for b in atlas.images.iter_batches(batch_size=100))
+    assert streamed == len(images)
+    assert atlas.images.limit(7).to_arrow().value.num_rows == 7
+    one = images[3]["image_id"]
+    got = atlas.get("images", image_id=one).value.to_pylist()
+    assert len(got) == 1 and got[0]["site"] == "site-a"
+
+
+def test_consent_scopes_filter_every_query(tmp_path) -> None:
+    store = _site(tmp_path, scopes=("research",))
+    build_index(store)
+    research = open_atlas({"a": store}, purpose="research")
+    training = open_atlas({"a": store}, purpose="ai-training")
+    total = research.images.count().value
+    assert total > 0 and training.images.count().value == 0
+    # one subject withdraws from research; another consents to AI training
+    rows = _staging(store, "images")
+    by_subject = Counter(r["subject_id"] for r in rows)
+    quitter, trainer = sorted(by_subject)[:2]
+    consent.set_subject(store, quitter, [])
+    consent.set_subject(store, trainer, ["research", "ai-training"])
+    build_index(store)
+    research = open_atlas({"a": store}, purpose="research")
+    training = open_atlas({"a": store}, purpose="ai-training")
+    assert research.images.count().value == total - by_subject[quitter]
+    assert training.images.count().value == by_subject[trainer]
+    with pytest.raises(InvalidInput, match="unknown purpose"):
+        open_atlas({"a": store}, purpose="marketing")
+
+
+def test_versions_releases_and_pinning(tmp_path) -> None:
+    store = _site(tmp_path)
+    v1 = build_index(store).version
+    before = open_atlas({"a": store}, purpose="research").images.count().value
+    assert create_release({"a": store}, "trial-2026") == {"a": v1}
+    generate_site(store, "a", n_subjects=5, seed=99)  # new data arrives
+    for c in ("lung-ct", "liver-ct", "brain-mr"):
+        consent.set_collection_default(store, c, ["research"])
+    v2 = build_index(store).version
+    assert v2 == "v000002"
+    now = open_atlas({"a": store}, purpose="research").images.count().value
+    assert now > before
+    pinned = open_atlas({"a": store}, purpose="research",
+                        versions=load_release({"a": store}, "trial-2026"))  # fmt: skip
+    assert pinned.versions == {"a": v1}
+    assert pinned.images.count().value == before
+    with pytest.raises(Exception, match="already exists"):
+        create_release({"a": store}, "trial-2026")
+
+
+def test_two_builds_at_once_one_fails_cleanly(tmp_path) -> None:
+    store = _site(tmp_path)
+    build_index(store)
+    outcomes: list[object] = []
+
+    def run() -> None:
+        try:
+            outcomes.append(build_index(store).version)
+        except ConcurrentBuild as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    versions = [o for o in outcomes if isinstance(o, str)]
+    errors = [o for o in outcomes if isinstance(o, ConcurrentBuild)]
+    assert len(versions) >= 1 and len(versions) + len(errors) == 2
+    pointer, _ = read_current(store)
+    assert pointer["version"] in versions
+    assert open_atlas({"a": store}, purpose="research").images.count().value > 0
+    if errors:
+        assert "rerun" in str(errors[0])
+
+
+def test_corruption_is_detected_and_old_version_stays_readable(tmp_path) -> None:
+    store = _site(tmp_path)
+    v1 = build_index(store, n_shards=2).version
+    v2 = build_index(store, n_shards=2).version
+    manifest = load_manifest(store, v2)
+    key = next(e["key"] for e in manifest["tables"]["images"]["shards"] if e["key"])
+    raw = bytearray(store.read_bytes(key))
+    raw[len(raw) // 2] ^= 0xFF
+    store.write_bytes(key, bytes(raw))
+    with pytest.raises(CorruptData, match="fails its checksum"):
+        open_atlas({"a": store}, purpose="research", strict=True).images.count()
+    partial = open_atlas({"a": store}, purpose="research").images.count()
+    assert partial.partial and "a" in partial.missing_sites
+    old = open_atlas({"a": store}, purpose="research", versions={"a": v1})
+    assert old.images.count().value > 0
+    # a damaged manifest is caught by the pointer's checksum
+    store.write_bytes(layout.manifest_key(v2), b'{"version": "tampered"}')
+    with pytest.raises(CorruptData, match="manifest"):
+        open_atlas({"a": store}, purpose="research", strict=True)
+
+
+def test_bad_filters_name_the_problem(tmp_path) -> None:
+    store = _site(tmp_path, n_subjects=3)
+    build_index(store)
+    atlas = open_atlas({"a": store}, purpose="research")
+    with pytest.raises(InvalidInput, match="modalty"):
+        atlas.images.where('modalty == "CT"')
+    with pytest.raises(InvalidInput):
+        atlas.images.where('modality == "CT" or')
+    injected = atlas.images.where('modality == "CT\'; DROP TABLE images; --"')
+    assert injected.count().value == 0
+    assert atlas.images.count().value > 0
+
+
+def _touch_images(store: Store) -> None:
+    for row in _staging(store, "series"):
+        store.write_bytes(row["image_path"] + "/zarr.json", b"{}")
+        store.write_bytes(row["image_path"] + "/0/c/0/0/0", b"pixels")
+
+
+def test_erasure_removes_every_trace(tmp_path) -> None:
+    store = _site(tmp_path)
+    _touch_images(store)
+    build_index(store, n_shards=2)
+    build_index(store, n_shards=2)  # an older version that also lists the subject
+    create_release({"a": store}, "r1")
+    victim = sorted({r["subject_id"] for r in _staging(store, "series")})[0]
+    consent.set_subject(store, victim, ["research"])
+    total = open_atlas({"a": store}, purpose="research").images.count().value
+    theirs = sum(r["subject_id"] == victim for r in _staging(store, "images"))
+    report = erase_subject(store, victim)
+    assert report.new_version == "v000003"
+    assert report.index_rows_removed > 0 and report.objects_deleted > 0
+    assert verify_erased(store, victim) == []
+    assert all(victim not in k for k in store.list())
+    for key in store.list():
+        assert victim.encode() not in store.read_bytes(key), key
+    atlas = open_atlas({"a": store}, purpose="research")
+    assert atlas.images.count().value == total - theirs
+    old = open_atlas({"a": store}, purpose="research", versions=load_release({"a": store}, "r1"))
+    assert old.images.where(subject_id=victim).count().value == 0
+    events = [e for e in audit.events(store) if e["action"].startswith("erase")]
+    assert [e["action"] for e in events] == ["erase-start", "erase-done"]
+    assert events[0]["subject"] == audit.fingerprint(store, victim)
+    # erasing again is harmless (idempotent)
+    again = erase_subject(store, victim)
+    assert again.index_rows_removed == 0 and again.new_version is None
+
+
+def test_interrupted_erasure_resumes(tmp_path, monkeypatch) -> None:
+    import atlas.index.erase as erase_mod
+
+    store = _site(tmp_path)
+    _touch_images(store)
+    build_index(store)
+    victim = sorted({r["subject_id"] for r in _staging(store, "series")})[1]
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("power cut")
+
+    monkeypatch.setattr(erase_mod, "_subject_keys", crash)
+    with pytest.raises(KeyboardInterrupt):
+        erase_subject(store, victim)
+    # the index no longer lists the subject, even though pixels still exist
+    atlas = open_atlas({"a": store}, purpose="research")
+    assert atlas.images.where(subject_id=victim).count().value == 0
+    monkeypatch.undo()
+    erase_subject(store, victim)
+    assert verify_erased(store, victim) == []
+
+
+@pytest.mark.s3
+def test_federation_over_seaweedfs_sites_with_one_down(seaweed_sites, tmp_path) -> None:
+    from tests.stores import s3_store
+
+    stores = {}
+    expected = 0
+    for i, server in enumerate(seaweed_sites):
+        st = s3_store(server, site=server.name)
+        gen = generate_site(st, server.name, n_subjects=6, seed=i)
+        for c in gen.collections:
+            consent.set_collection_default(st, c, ["research"])
+        build_index(st)
+        stores[server.name] = st
+        expected += gen.n_images
+    atlas = open_atlas(stores, purpose="research")
+    result = atlas.images.count()
+    assert result.value == expected and not result.partial
+    table = atlas.images.where('site in ["site-a", "site-c"]').to_arrow().value
+    assert set(table["site"].to_pylist()) == {"site-a", "site-c"}
+    # a site that is down: partial result naming it, or an error with strict
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    from atlas.storage import RetryPolicy, Timeouts
+
+    dead = open_store("s3://atlas/x", endpoint=f"http://127.0.0.1:{port}", site="offline",
+                      key_env=stores["site-a"].location.key_env,
+                      secret_env=stores["site-a"].location.secret_env,
+                      timeouts=Timeouts(connect=1, read=2, client_attempts=1),
+                      retry=RetryPolicy(attempts=1))  # fmt: skip
+    partial = open_atlas({**stores, "offline": dead}, purpose="research")
+    counted = partial.images.count()
+    assert counted.partial and list(counted.missing_sites) == ["offline"]
+    assert counted.value == expected
+    with pytest.raises(StoreUnavailable):
+        open_atlas({**stores, "offline": dead}, purpose="research", strict=True)
+
+
+def test_missing_index_is_a_clear_error(tmp_path) -> None:
+    store = open_store(tmp_path / "empty", site="empty")
+    with pytest.raises(NotFound, match="no index yet"):
+        open_atlas({"empty": store}, purpose="research", strict=True)
+    with pytest.raises(NotFound, match="no staging records"):
+        build_index(store)
+
+
+def test_cli_query_count_json_and_errors(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from atlas.cli.app import app
+
+    store = _site(tmp_path)
+    runner = CliRunner()
+    base = ["--store", str(tmp_path / "site-a"), "--site", "site-a"]
+    assert runner.invoke(app, ["index", "build", *base]).exit_code == 0
+    res = runner.invoke(app, ["query", 'modality == "CT"', "--count", "--format", "json", *base])
+    assert res.exit_code == 0, res.output
+    ct = sum(r["modality"] == "CT" for r in _staging(store, "images"))
+    assert json.loads(res.output)["count"] == ct
+    res = runner.invoke(app, ["query", 'label == "kidney"', "--limit", "3", "--format", "json",
+                              "--table", "annotations", *base])  # fmt: skip
+    rows = json.loads(res.output)
+    assert len(rows) <= 3 and all(r["label_name"] == "kidney" for r in rows)
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "atlas.cli.app", "query", "modality = CT", *base],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 2 and "InvalidInput" in proc.stderr
