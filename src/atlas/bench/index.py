@@ -293,7 +293,10 @@ def run(
             sel[name] = (statistics.median(times), n)
         t = time.perf_counter()
         extracted = 0
-        for batch in atlas.images.where(body_part="LIVER").iter_batches():
+        sample_list = atlas.images.where(body_part="LIVER").select(
+            "image_id", "image_path", "z_index"
+        )
+        for batch in sample_list.iter_batches():
             extracted += batch.num_rows
         extract_s = time.perf_counter() - t
         # baseline: one unsharded file, loaded whole, DuckDB over it (the idc-index way)
@@ -322,10 +325,12 @@ def run(
         base_sel = {}
         for name, value in (("1%", "LIVER"), ("0.01%", "KNEE")):
             t = time.perf_counter()
-            con.execute("SELECT count(*) FROM idx WHERE body_part = ?", [value]).fetchone()
+            con.execute("SELECT count(*) FROM idx WHERE body_part = ?", [value]).fetchall()
             base_sel[name] = time.perf_counter() - t
         t = time.perf_counter()
-        con.sql("SELECT image_id FROM idx WHERE body_part = 'LIVER'").to_arrow_table()
+        con.sql(
+            "SELECT image_id, image_path, z_index FROM idx WHERE body_part = 'LIVER'"
+        ).to_arrow_table()
         base_extract = time.perf_counter() - t
         # erasure of one subject at the biggest site
         victim = written[big]["subjects"][1]

@@ -72,6 +72,8 @@ def connect(store: Store, memory_limit: str = "2GB", threads: int | None = None)
     con.execute(f"SET memory_limit = '{_safe_limit(memory_limit)}'")
     con.execute(f"SET threads = {int(threads or os.cpu_count() or 1)}")
     con.execute("SET preserve_insertion_order = false")
+    # index shards are immutable objects: cache their Parquet footers across queries
+    con.execute("SET parquet_metadata_cache = true")
     if store.location.scheme != "file":
         con.register_filesystem(store.fs)
     return con
@@ -191,7 +193,7 @@ def build_index(
                 )
             else:
                 con.register(f"staging_{table}", staging_schemas()[table].empty_table())
-        image_rows = int(con.execute("SELECT count(*) FROM staging_images").fetchone()[0])
+        image_rows = int(con.execute("SELECT count(*) FROM staging_images").fetchall()[0][0])
         shards = n_shards or layout.shard_count(image_rows)
         if shards < 1 or shards & (shards - 1):
             raise ValueError("n_shards must be a power of two")

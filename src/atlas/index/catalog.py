@@ -186,6 +186,7 @@ class Query:
     table: str
     filters: tuple[Expr, ...] = ()
     limit_rows: int | None = None
+    columns: tuple[str, ...] | None = None
 
     def where(self, text: str | None = None, **equals: Any) -> Query:
         """Add a filter: an expression string and/or ``column=value`` keywords.
@@ -201,6 +202,21 @@ class Query:
         if equals:
             added.append(_labels_to_contains(where_kwargs(scalar, **equals), schema))
         return replace(self, filters=self.filters + tuple(added))
+
+    def select(self, *columns: str) -> Query:
+        """Return only these columns (whitelisted names) from ``to_arrow``/``iter_batches``."""
+        known = set(_TABLE_COLUMNS[self.table]) | {"labels", "label_name"}
+        unknown = [c for c in columns if c not in known]
+        if unknown or not columns:
+            raise InvalidInput(
+                f"unknown column(s) {unknown} for {self.table}; known: {sorted(known)}"
+            )
+        return replace(self, columns=tuple(columns))
+
+    def _projection(self) -> str:
+        if self.columns is None:
+            return "* EXCLUDE (consent)"
+        return ", ".join(f'"{c}"' for c in self.columns)
 
     def limit(self, n: int) -> Query:
         """At most ``n`` rows from ``to_arrow``/``iter_batches``."""
@@ -234,7 +250,7 @@ class Query:
             sql, params = self._sql(site, "count(*)")
             if not sql:
                 return 0
-            return int(self.atlas._con(site).execute(sql, params).fetchone()[0])
+            return int(self.atlas._con(site).execute(sql, params).fetchall()[0][0])
 
         parts = self.atlas._fan_out(one)
         return Result(sum(parts.value.values()), parts.missing_sites)
@@ -246,7 +262,7 @@ class Query:
         tail = f"LIMIT {int(self.limit_rows)}" if self.limit_rows is not None else ""
 
         def one(site: SiteIndex) -> Any:
-            sql, params = self._sql(site, "* EXCLUDE (consent)", tail)
+            sql, params = self._sql(site, self._projection(), tail)
             if not sql:
                 return None
             return self.atlas._con(site).sql(sql, params=params).to_arrow_table()
@@ -295,7 +311,7 @@ class Query:
         """Stream matching rows as pyarrow RecordBatches, one site after another."""
         remaining = self.limit_rows
         for site in self.atlas._reachable():
-            sql, params = self._sql(site, "* EXCLUDE (consent)")
+            sql, params = self._sql(site, self._projection())
             if not sql:
                 continue
             reader = self.atlas._con(site).sql(sql, params=params).to_arrow_reader(batch_size)
@@ -322,7 +338,8 @@ class Atlas:
         self.missing = dict(missing)
         self.purpose = consent.check_purpose(purpose)
         self.strict = strict
-        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._dbs: dict[str, Any] = {}
 
     @property
     def series(self) -> Query:
@@ -345,12 +362,12 @@ class Atlas:
         return {name: s.version for name, s in self.sites.items()}
 
     def _con(self, site: SiteIndex) -> Any:
-        cons = getattr(self._local, "cons", None)
-        if cons is None:
-            cons = self._local.cons = {}
-        if site.name not in cons:
-            cons[site.name] = connect(site.store, threads=2)
-        return cons[site.name]
+        """A cursor on the site's DuckDB database (one per site, kept: caches stay warm)."""
+        with self._lock:
+            db = self._dbs.get(site.name)
+            if db is None:
+                db = self._dbs[site.name] = connect(site.store, threads=2)
+        return db.cursor()
 
     def _reachable(self) -> list[SiteIndex]:
         return [self.sites[n] for n in sorted(self.sites)]

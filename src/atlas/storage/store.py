@@ -12,14 +12,20 @@ from __future__ import annotations
 import asyncio
 import atexit
 import builtins
+import errno
+import functools
+import hashlib
 import os
+import random
+import socket
 import threading
 import time
+import uuid
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from zarr.abc.store import Store as ZarrStore
 from zarr.core.buffer import default_buffer_prototype
@@ -28,7 +34,7 @@ from zarr.storage import FsspecStore
 
 from atlas.errors import ConfigError, Forbidden, InvalidInput, NotFound, StoreUnavailable
 from atlas.storage.failures import translated
-from atlas.storage.location import StoreLocation, Timeouts, parse_url
+from atlas.storage.location import StoreLocation, Timeouts, _clean_key_path, parse_url
 from atlas.storage.wrappers import (
     FaultConfig,
     FaultStore,
@@ -37,12 +43,17 @@ from atlas.storage.wrappers import (
     RetryPolicy,
     RetryStore,
     TranslatingStore,
+    _HookedStore,
 )
 
 if TYPE_CHECKING:
     import fsspec
 
+T = TypeVar("T")
+
 _MEMORY_LOCK = threading.Lock()
+#: serialises conditional writes to memory:// stores (one process holds all of them)
+_CONDITIONAL_LOCK = threading.Lock()
 _OPEN_S3: weakref.WeakSet[Store] = weakref.WeakSet()
 _EXIT_HOOK: list[bool] = []
 
@@ -403,6 +414,243 @@ class Store:
             prune_empty_dirs(os.path.join(self.location.root, prefix))
         return len(keys)
 
+    # -- conditional writes -------------------------------------------------------------------
+    # Atomic create-if-absent and compare-and-swap, for publishing index versions and for locks.
+    # They run through this handle's wrapper stack (retries, injected latency and faults, error
+    # translation), with the conditional step itself done by the backend: os.link / an O_EXCL
+    # lock file + os.replace on local disk, a process-wide lock for memory://, and S3's
+    # If-None-Match / If-Match preconditions on PutObject.
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Create ``key`` holding ``data`` unless it exists; ``True`` if this call created it.
+
+        Of many concurrent writers (threads, processes or hosts) exactly one gets ``True`` and
+        its bytes are what the key then holds; every other gets ``False`` and nothing changes.
+        Readers never see a partial object.
+
+        - local: the bytes go to a temporary file in the key's directory, which is then
+          hard-linked to the key (``os.link`` fails if the key exists). On a filesystem without
+          hard links the key's lock file (see :meth:`put_if_match`) and ``os.replace`` are used.
+        - ``memory://``: a process-wide lock around the check and the write.
+        - S3: ``PutObject`` with ``If-None-Match: *``; HTTP 412 means another writer won. A
+          409 (a concurrent conditional write in progress) is retried a few times, then raises
+          :class:`StoreUnavailable`. If an attempt's outcome was unknown (connection lost, 5xx)
+          and a retry then gets 412, the stored bytes are compared with ``data``: equal bytes
+          count as this call's win, so give each writer distinct bytes (e.g. an owner id) when
+          that distinction matters.
+
+        Raises:
+            InvalidInput: ``key`` is not a clean relative key (empty, ``.``/``..`` or empty
+                parts), or a file is in the way of the key's directory.
+            Forbidden: the credentials or permissions do not allow writing.
+            NotFound: the bucket does not exist.
+            StoreUnavailable: the store is unreachable (after the handle's retry policy), or
+                an injected fault (:class:`~atlas.errors.InjectedFault`) was not retried away.
+        """
+        key, payload = self._conditional_key(key), _as_bytes(data)
+        uncertain = _Uncertainty()
+        loc = self.location
+        if loc.scheme == "file":
+            path = self._local_path(key)
+            return self._hooked("set", key, lambda: asyncio.to_thread(_local_create, path, payload))
+        if loc.scheme == "memory":
+            return self._hooked("set", key, lambda: self._memory_put(key, payload, None))
+        return self._hooked("set", key, lambda: self._s3_put(key, payload, None, uncertain))
+
+    def read_versioned(self, key: str) -> tuple[bytes, str]:
+        """The bytes at ``key`` and an opaque version token for :meth:`put_if_match`.
+
+        The token is the object's ETag on S3 and the SHA-256 (hex) of the bytes on local and
+        ``memory://`` stores; bytes and token always belong to the same state of the object.
+        Tokens are only meaningful to the store that issued them. A content token cannot tell
+        apart two states with identical bytes (A → B → A), which is harmless for
+        compare-and-swap: the swap replaces exactly the bytes the caller read.
+
+        Raises:
+            NotFound: there is no object at ``key`` (or no such bucket).
+            InvalidInput, Forbidden, StoreUnavailable: as for :meth:`put_if_absent`.
+        """
+        key = self._conditional_key(key)
+        loc = self.location
+        if loc.scheme == "file":
+            path = self._local_path(key)
+            found = self._hooked("get", key, lambda: asyncio.to_thread(_local_read, path))
+        elif loc.scheme == "memory":
+            found = self._hooked("get", key, lambda: self._memory_read(key))
+        else:
+            found = self._hooked("get", key, lambda: self._s3_read(key))
+        if found is None:
+            raise NotFound(f"no object {key!r} in {self.url}", site=self.site, location=self.url)
+        return found
+
+    def put_if_match(self, key: str, data: bytes, version: str | None) -> bool:
+        """Replace ``key`` with ``data`` only if it is still at ``version`` (compare-and-swap).
+
+        ``version`` is a token from :meth:`read_versioned`; ``None`` means "only if absent"
+        (exactly :meth:`put_if_absent`). Returns ``False``, changing nothing, when the object
+        is at another version or absent. The usual loop is read → compute → ``put_if_match``,
+        repeated on ``False``; concurrent loops then lose no update.
+
+        - local: an ``O_EXCL`` lock file ``<key>.atlas-lock`` serialises swappers (a lock older
+          than 30 s is taken to be left by a crashed process and broken); under it the current
+          bytes are re-read and compared, and the new bytes are written to a temporary file
+          and moved over the key with ``os.replace`` (atomic: readers see old or new bytes).
+          Unconditional writes and deletes do not take the lock.
+        - ``memory://``: a process-wide lock around compare and write.
+        - S3: ``PutObject`` with ``If-Match: <etag>``; 412 → ``False``. 409 and lost responses
+          are handled as in :meth:`put_if_absent` (after an uncertain attempt, a 412 with the
+          key holding exactly ``data`` counts as success).
+
+        Raises:
+            InvalidInput: a bad ``key`` or a ``version`` that is not a string or ``None``.
+            Forbidden, NotFound, StoreUnavailable: as for :meth:`put_if_absent`;
+                :class:`StoreUnavailable` also when a local lock stays busy for a minute.
+        """
+        if version is None:
+            return self.put_if_absent(key, data)
+        if not isinstance(version, str) or not version:
+            raise InvalidInput(
+                f"version must be a token from read_versioned() or None, got {version!r}",
+                site=self.site,
+                location=self.url,
+            )
+        key, payload = self._conditional_key(key), _as_bytes(data)
+        uncertain = _Uncertainty()
+        loc = self.location
+        if loc.scheme == "file":
+            path = self._local_path(key)
+            return self._hooked(
+                "set", key, lambda: asyncio.to_thread(_local_swap, path, payload, version)
+            )
+        if loc.scheme == "memory":
+            return self._hooked("set", key, lambda: self._memory_put(key, payload, version))
+        return self._hooked("set", key, lambda: self._s3_put(key, payload, version, uncertain))
+
+    def _conditional_key(self, key: str) -> str:
+        """``key`` if it is a clean relative key, else :class:`InvalidInput`."""
+        if not isinstance(key, str) or not key:
+            raise InvalidInput(
+                f"store keys are non-empty strings, got {key!r}", site=self.site, location=self.url
+            )
+        try:
+            clean: str | None = _clean_key_path(key)
+        except InvalidInput:  # '..' parts
+            clean = None
+        if clean != key:
+            raise InvalidInput(
+                f"store key {key!r} is not a clean relative key: no leading or trailing '/', "
+                "no empty, '.' or '..' parts",
+                site=self.site,
+                location=self.url,
+            )
+        return key
+
+    def _local_path(self, key: str) -> str:
+        return os.path.join(self.location.root, *key.split("/"))
+
+    def _hooked(self, op: str, key: str, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run ``fn`` through this handle's wrapper stack (translation, faults, latency, retry).
+
+        Each layer's hook wraps the next, exactly as for a zarr ``get``/``set`` of ``key``, so
+        conditional writes see the same retry policy, injected faults and error translation.
+        """
+        layers: builtins.list[_HookedStore] = []
+        store: Any = self.zarr_store()
+        while isinstance(store, _HookedStore):
+            layers.append(store)
+            store = store._store
+        call: Callable[[], Awaitable[T]] = fn
+        for layer in reversed(layers):
+            call = functools.partial(layer._call, op, key, call)
+
+        async def run() -> T:
+            return await call()
+
+        return sync(run())
+
+    # memory:// --------------------------------------------------------------------------
+    async def _memory_read(self, key: str) -> tuple[bytes, str] | None:
+        fs, path = self.fs, self.fs_path(key)
+        with _CONDITIONAL_LOCK:
+            if not fs.isfile(path):
+                return None
+            data = bytes(fs.cat_file(path))
+        return data, _content_token(data)
+
+    async def _memory_put(self, key: str, data: bytes, version: str | None) -> bool:
+        fs, path = self.fs, self.fs_path(key)
+        with _CONDITIONAL_LOCK:  # no await inside: other coroutines never run while it is held
+            if version is None:
+                if fs.exists(path):
+                    return False
+            elif not fs.isfile(path) or _content_token(bytes(fs.cat_file(path))) != version:
+                return False
+            fs.pipe_file(path, data)
+            return True
+
+    # S3 ---------------------------------------------------------------------------------
+    async def _s3_client(self) -> Any:
+        fs = self._async_fs()
+        await fs.set_session()
+        return await fs.get_s3(self.location.bucket)
+
+    async def _s3_read(self, key: str) -> tuple[bytes, str] | None:
+        client = await self._s3_client()
+        loc = self.location
+        try:
+            response = await client.get_object(Bucket=loc.bucket, Key=loc.child(key).prefix)
+            async with response["Body"] as body:
+                data = await body.read()
+        except Exception as exc:
+            code, status = _s3_error(exc)
+            if code == "NoSuchKey":
+                return None
+            if status is not None and status >= 500:
+                raise self._s3_unavailable(key, "get", f"HTTP {status} {code}") from exc
+            raise
+        return bytes(data), str(response["ETag"])
+
+    async def _s3_put(
+        self, key: str, data: bytes, version: str | None, uncertain: _Uncertainty
+    ) -> bool:
+        client = await self._s3_client()
+        loc = self.location
+        condition = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
+        for conflict in range(1, _S3_CONFLICT_ATTEMPTS + 1):
+            try:
+                await client.put_object(
+                    Bucket=loc.bucket, Key=loc.child(key).prefix, Body=data, **condition
+                )
+                return True
+            except Exception as exc:
+                code, status = _s3_error(exc)
+                if status == 412:
+                    if uncertain.flag or _s3_retried(exc):
+                        # an earlier attempt may have landed: does the key hold our bytes?
+                        current = await self._s3_read(key)
+                        return current is not None and current[0] == data
+                    return False
+                if status == 409 and conflict < _S3_CONFLICT_ATTEMPTS:
+                    await asyncio.sleep(random.uniform(0, 0.05 * 2**conflict))
+                    continue
+                if status is None:  # no HTTP answer: the request may or may not have landed
+                    uncertain.flag = not isinstance(exc, _NOT_SENT_ERRORS)
+                    raise
+                if status == 409 or status >= 500:
+                    uncertain.flag = uncertain.flag or status >= 500
+                    raise self._s3_unavailable(key, "set", f"HTTP {status} {code}") from exc
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _s3_unavailable(self, key: str, op: str, what: str) -> StoreUnavailable:
+        who = f"site {self.site!r} " if self.site else ""
+        return StoreUnavailable(
+            f"{who}store {self.url} could not {op} key {key!r} ({what}); often transient, "
+            "try again",
+            site=self.site,
+            location=self.url,
+        )
+
     # -- checks ---------------------------------------------------------------------------
     def ensure_reachable(self, *, create: bool = False) -> None:
         """Raise a clear error unless the store's root can be used.
@@ -498,6 +746,225 @@ def prune_empty_dirs(path: str) -> None:
     for dirpath, _dirnames, _files in os.walk(path, topdown=False):
         with suppress(OSError):
             os.rmdir(dirpath)
+
+
+# -- conditional writes: helpers ------------------------------------------------------------
+_S3_CONFLICT_ATTEMPTS = 5
+_LOCK_SUFFIX = ".atlas-lock"
+_TMP_SUFFIX = ".atlas-tmp"
+#: a local lock file older than this is taken to be left behind by a crashed process
+LOCK_STALE_AFTER_S = 30.0
+#: how long a local compare-and-swap waits for the key's lock before giving up
+LOCK_WAIT_S = 60.0
+# filesystems without hard links answer os.link with one of these
+_NO_HARD_LINKS = frozenset(
+    {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV}
+)
+
+
+class _Uncertainty:
+    """Whether an earlier attempt of one conditional S3 write may have been applied."""
+
+    def __init__(self) -> None:
+        self.flag = False
+
+
+def _as_bytes(data: bytes) -> bytes:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise InvalidInput(f"data must be bytes, got {type(data).__name__}")
+    return bytes(data)
+
+
+def _content_token(data: bytes) -> str:
+    """The version token of local and memory:// objects: SHA-256 of the bytes (hex)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def _s3_error(exc: BaseException) -> tuple[str | None, int | None]:
+    """The S3 error code and HTTP status of a botocore ``ClientError`` (``None`` otherwise)."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return None, None
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return response.get("Error", {}).get("Code"), int(status) if status else None
+
+
+def _s3_retried(exc: BaseException) -> bool:
+    """Whether botocore retried the request before this answer (an earlier try may have landed)."""
+    response = getattr(exc, "response", None) or {}
+    return bool(response.get("ResponseMetadata", {}).get("RetryAttempts", 0))
+
+
+def _not_sent_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions raised before a request reached the server (no doubt about its outcome)."""
+    try:
+        from botocore.exceptions import EndpointConnectionError, NoCredentialsError
+    except ImportError:  # pragma: no cover - depends on the install
+        return ()
+    return (EndpointConnectionError, NoCredentialsError)
+
+
+_NOT_SENT_ERRORS = _not_sent_errors()
+
+
+def _fsync_dir(directory: str) -> None:
+    """Make a new directory entry durable (best effort: not every platform can open dirs)."""
+    with suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _make_parent(path: str) -> str:
+    directory = os.path.dirname(path)
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except FileExistsError as exc:  # a file where the key's directory should be
+        raise NotADirectoryError(errno.ENOTDIR, "not a directory", exc.filename) from exc
+    return directory
+
+
+def _write_temp(path: str, data: bytes) -> str:
+    """Write ``data`` durably to a new temporary file beside ``path``; returns its path."""
+    directory = _make_parent(path)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}{_TMP_SUFFIX}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with suppress(OSError):
+            os.unlink(tmp)
+        raise
+    os.close(fd)
+    return tmp
+
+
+def _local_read(path: str) -> tuple[bytes, str] | None:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        return None
+    return data, _content_token(data)
+
+
+def _local_create(path: str, data: bytes) -> bool:
+    """Create ``path`` with ``data`` unless it exists (temp file + ``os.link``)."""
+    tmp = _write_temp(path, data)
+    try:
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINKS:
+                raise
+            with _LocalLock(path):
+                if os.path.lexists(path):
+                    return False
+                os.replace(tmp, path)
+        _fsync_dir(os.path.dirname(path))
+        return True
+    finally:
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _local_swap(path: str, data: bytes, version: str) -> bool:
+    """Replace ``path`` with ``data`` if its content token is ``version`` (under its lock)."""
+    _make_parent(path)
+    with _LocalLock(path):
+        current = _local_read(path)
+        if current is None or current[1] != version:
+            return False
+        tmp = _write_temp(path, data)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            with suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(os.path.dirname(path))
+        return True
+
+
+class _LocalLock:
+    """An ``O_EXCL`` lock file beside a local key, safe across threads, processes and hosts.
+
+    A lock file older than :data:`LOCK_STALE_AFTER_S` is taken to be left by a crashed
+    process and broken; waiting longer than :data:`LOCK_WAIT_S` raises
+    :class:`StoreUnavailable`.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path + _LOCK_SUFFIX
+        self.token = f"{socket.gethostname()} {os.getpid()} {uuid.uuid4().hex}".encode()
+
+    def __enter__(self) -> _LocalLock:
+        deadline = time.monotonic() + LOCK_WAIT_S
+        delay = 0.001
+        while True:
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                if _break_stale_lock(self.path):
+                    continue
+                if time.monotonic() > deadline:
+                    raise StoreUnavailable(
+                        f"the lock file {self.path} has been held for more than {LOCK_WAIT_S:g} s;"
+                        " another writer is slow or stuck (remove the file if no writer runs)"
+                    ) from None
+                time.sleep(random.uniform(0, delay))
+                delay = min(delay * 2, 0.05)
+                continue
+            try:
+                os.write(fd, self.token)
+            finally:
+                os.close(fd)
+            return self
+
+    def __exit__(self, *exc: object) -> None:
+        # Only remove our own lock: a holder stalled past the stale limit may have lost it.
+        with suppress(OSError):
+            with open(self.path, "rb") as f:
+                owner = f.read()
+            if owner == self.token:
+                os.unlink(self.path)
+
+
+def _break_stale_lock(lock: str) -> bool:
+    """Remove ``lock`` if it is older than :data:`LOCK_STALE_AFTER_S`; ``True`` if removed."""
+    try:
+        before = os.stat(lock)
+    except FileNotFoundError:
+        return True  # released meanwhile: try again at once
+    if time.time() - before.st_mtime < LOCK_STALE_AFTER_S:
+        return False
+    # Move it aside atomically, then check it is the stale file we judged (not a fresh lock
+    # another waiter took after breaking the same stale one); put a fresh one back.
+    grave = f"{lock}.{uuid.uuid4().hex}.stale"
+    try:
+        os.rename(lock, grave)
+    except FileNotFoundError:
+        return True
+    try:
+        after = os.stat(grave)
+        if (after.st_ino, after.st_mtime_ns) != (before.st_ino, before.st_mtime_ns):
+            with suppress(OSError):
+                os.link(grave, lock)
+            return False
+        return True
+    finally:
+        with suppress(FileNotFoundError):
+            os.unlink(grave)
 
 
 def _rebuild(

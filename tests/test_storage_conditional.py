@@ -1,0 +1,401 @@
+"""Conditional writes (create-if-absent and compare-and-swap) on every store kind.
+
+Real backends only: a temporary directory, ``memory://`` and SeaweedFS servers (one
+``weed mini`` and, for the races, the multi-process cluster). Races use real threads and, on
+local disk, real processes started with ``spawn``.
+"""
+
+from __future__ import annotations
+
+import errno
+import multiprocessing
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+from dataclasses import replace
+
+import pytest
+from tests.stores import any_store, s3_store  # noqa: F401
+
+import atlas.storage.store as store_module
+from atlas.errors import Forbidden, InjectedFault, InvalidInput, NotFound, StoreUnavailable
+from atlas.storage import FaultConfig, LatencyConfig, RetryPolicy, Store, open_store
+
+THREADS = 8
+PROCESSES = 4
+
+
+def _race(n: int, fn: Callable[[int], bool]) -> list[bool]:
+    """Run ``fn(0..n-1)`` on ``n`` threads released together; their results in order."""
+    barrier = threading.Barrier(n)
+
+    def one(i: int) -> bool:
+        barrier.wait()
+        return fn(i)
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(one, range(n)))
+
+
+def _assert_one_winner(store: Store, key: str, results: list[bool], payloads: list[bytes]) -> None:
+    assert results.count(True) == 1, results
+    assert store.read_bytes(key) == payloads[results.index(True)]
+
+
+def _count_up(store: Store, key: str, times: int) -> int:
+    """Add ``times`` to the counter at ``key`` by read → compare-and-swap; returns swaps lost."""
+    lost = 0
+    for _ in range(times):
+        while True:
+            data, version = store.read_versioned(key)
+            if store.put_if_match(key, str(int(data) + 1).encode(), version):
+                break
+            lost += 1
+    return lost
+
+
+class TestConditionalSuite:
+    """The conditional-write contract, on local, memory and S3 stores."""
+
+    def test_put_if_absent_creates_once(self, any_store: Store) -> None:
+        assert any_store.put_if_absent("idx/pointer", b"first") is True
+        assert any_store.put_if_absent("idx/pointer", b"second") is False
+        assert any_store.read_bytes("idx/pointer") == b"first"
+        # nothing else is left behind (no temporary or lock files)
+        assert any_store.list() == ["idx/pointer"]
+
+    def test_put_if_absent_race_has_one_winner(self, any_store: Store) -> None:
+        payloads = [f"writer {i}".encode() for i in range(THREADS)]
+        results = _race(THREADS, lambda i: any_store.put_if_absent("lock", payloads[i]))
+        _assert_one_winner(any_store, "lock", results, payloads)
+        assert any_store.list() == ["lock"]
+
+    def test_compare_and_swap(self, any_store: Store) -> None:
+        any_store.write_bytes("manifest", b"v1")
+        data, token = any_store.read_versioned("manifest")
+        assert data == b"v1" and isinstance(token, str) and token
+        assert any_store.read_versioned("manifest")[1] == token  # stable while unchanged
+
+        assert any_store.put_if_match("manifest", b"v2", token) is True
+        data2, token2 = any_store.read_versioned("manifest")
+        assert data2 == b"v2" and token2 != token
+
+        # a writer holding the old token lost the race and changes nothing
+        assert any_store.put_if_match("manifest", b"stale", token) is False
+        assert any_store.read_bytes("manifest") == b"v2"
+        assert any_store.put_if_match("manifest", b"v3", token2) is True
+        assert any_store.read_bytes("manifest") == b"v3"
+        assert any_store.list() == ["manifest"]
+
+    def test_stale_token_after_another_writer(self, any_store: Store) -> None:
+        any_store.write_bytes("m", b"base")
+        _, mine = any_store.read_versioned("m")
+        _, theirs = any_store.read_versioned("m")
+        assert any_store.put_if_match("m", b"theirs", theirs) is True
+        assert any_store.put_if_match("m", b"mine", mine) is False
+        assert any_store.read_bytes("m") == b"theirs"
+
+    def test_version_none_means_only_if_absent(self, any_store: Store) -> None:
+        assert any_store.put_if_match("k", b"new", None) is True
+        assert any_store.put_if_match("k", b"again", None) is False
+        assert any_store.read_bytes("k") == b"new"
+
+    def test_put_if_match_on_missing_key_is_false(self, any_store: Store) -> None:
+        any_store.write_bytes("k", b"x")
+        _, token = any_store.read_versioned("k")
+        any_store.delete("k")
+        assert any_store.put_if_match("k", b"y", token) is False
+        assert not any_store.exists("k")
+
+    def test_cas_race_loses_no_update(self, any_store: Store) -> None:
+        any_store.write_bytes("counter", b"0")
+        lost = _race(THREADS, lambda i: _count_up(any_store, "counter", 1))
+        assert any_store.read_bytes("counter") == str(THREADS).encode()
+        assert sum(lost) >= 0  # how many swaps lost a race varies; none may lose an update
+
+    def test_missing_key_is_not_found(self, any_store: Store) -> None:
+        with pytest.raises(NotFound, match="no object 'absent'"):
+            any_store.read_versioned("absent")
+
+    @pytest.mark.parametrize("key", ["", "/a", "a/", "a//b", "./a", "a/../b", "..", "a\\b"])
+    def test_bad_keys_are_invalid(self, any_store: Store, key: str) -> None:
+        with pytest.raises(InvalidInput):
+            any_store.put_if_absent(key, b"x")
+        with pytest.raises(InvalidInput):
+            any_store.put_if_match(key, b"x", "token")
+        with pytest.raises(InvalidInput):
+            any_store.read_versioned(key)
+
+    def test_bad_version_and_data_are_invalid(self, any_store: Store) -> None:
+        with pytest.raises(InvalidInput, match="version must be"):
+            any_store.put_if_match("k", b"x", 123)  # type: ignore[arg-type]
+        with pytest.raises(InvalidInput, match="data must be bytes"):
+            any_store.put_if_absent("k", "text")  # type: ignore[arg-type]
+
+    def test_transient_faults_are_retried(self, any_store: Store) -> None:
+        flaky = Store(
+            any_store.location,
+            faults=FaultConfig(fail_first=1),
+            latency=LatencyConfig(base=0.001),
+            retry=RetryPolicy(attempts=3, base_delay=0.001),
+        )
+        assert flaky.put_if_absent("k", b"v") is True
+        data, token = flaky.read_versioned("k")
+        assert data == b"v"
+        assert flaky.put_if_match("k", b"w", token) is True
+        assert flaky.put_if_absent("k", b"again") is False
+        assert any_store.read_bytes("k") == b"w"
+        assert flaky.zarr_store().retries == 2  # one injected fault per (op, key): set, get
+
+    def test_persistent_faults_surface(self, any_store: Store) -> None:
+        broken = Store(
+            any_store.location,
+            faults=FaultConfig(probability=1.0),
+            retry=RetryPolicy(attempts=2, base_delay=0.001),
+        )
+        with pytest.raises(InjectedFault, match="injected fault on set 'k'"):
+            broken.put_if_absent("k", b"v")
+        with pytest.raises(InjectedFault, match="injected fault on get 'k'"):
+            broken.read_versioned("k")
+        assert not any_store.exists("k")
+
+
+# -- local disk ---------------------------------------------------------------------------
+def _create_in_child(
+    store: Store, key: str, payload: bytes, barrier: threading.Barrier, queue: multiprocessing.Queue
+) -> None:
+    barrier.wait(60)
+    queue.put((payload, store.put_if_absent(key, payload)))
+
+
+def _count_in_child(
+    store: Store, key: str, times: int, barrier: threading.Barrier, queue: multiprocessing.Queue
+) -> None:
+    barrier.wait(60)
+    queue.put(_count_up(store, key, times))
+
+
+def _run_children(target: Callable[..., None], args: list[tuple[object, ...]]) -> list[object]:
+    ctx = multiprocessing.get_context("spawn")
+    barrier, queue = ctx.Barrier(len(args)), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*a, barrier, queue)) for a in args]
+    for p in procs:
+        p.start()
+    try:
+        results = [queue.get(timeout=90) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(30)
+    assert [p.exitcode for p in procs] == [0] * len(procs)
+    return results
+
+
+def _local(tmp_path) -> Store:
+    return open_store(tmp_path / "store", site="test-site")
+
+
+class TestLocal:
+    def test_processes_race_for_one_key(self, tmp_path) -> None:
+        store = _local(tmp_path)
+        payloads = [f"process {i}".encode() for i in range(PROCESSES)]
+        results = _run_children(_create_in_child, [(store, "lock", p) for p in payloads])
+        winners = [payload for payload, won in results if won]
+        assert len(winners) == 1, results
+        assert store.read_bytes("lock") == winners[0]
+        assert store.list() == ["lock"]
+
+    def test_processes_compare_and_swap_lose_no_update(self, tmp_path) -> None:
+        store = _local(tmp_path)
+        store.write_bytes("counter", b"0")
+        per_process = 25
+        _run_children(_count_in_child, [(store, "counter", per_process)] * PROCESSES)
+        assert store.read_bytes("counter") == str(PROCESSES * per_process).encode()
+        assert store.list() == ["counter"]
+
+    def test_stale_lock_is_broken(self, tmp_path) -> None:
+        store = _local(tmp_path)
+        store.write_bytes("m", b"v1")
+        _, token = store.read_versioned("m")
+        lock = tmp_path / "store" / "m.atlas-lock"
+        lock.write_bytes(b"a writer that crashed")
+        old = time.time() - store_module.LOCK_STALE_AFTER_S - 5
+        os.utime(lock, (old, old))
+        assert store.put_if_match("m", b"v2", token) is True
+        assert store.read_bytes("m") == b"v2"
+        assert not lock.exists()
+
+    def test_busy_lock_gives_up(self, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(store_module, "LOCK_WAIT_S", 0.2)
+        store = _local(tmp_path)
+        store.write_bytes("m", b"v1")
+        _, token = store.read_versioned("m")
+        lock = tmp_path / "store" / "m.atlas-lock"
+        lock.write_bytes(b"a live writer")  # fresh: must not be broken
+        slow = Store(store.location, retry=None)
+        with pytest.raises(StoreUnavailable, match=r"m\.atlas-lock has been held"):
+            slow.put_if_match("m", b"v2", token)
+        assert lock.read_bytes() == b"a live writer"
+        assert store.read_bytes("m") == b"v1"
+
+    def test_filesystem_without_hard_links(self, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Some network and FAT filesystems refuse ``link()``; the lock-file path takes over."""
+
+        def no_links(src: str, dst: str) -> None:
+            raise OSError(errno.EPERM, "Operation not permitted", src)
+
+        monkeypatch.setattr(store_module.os, "link", no_links)
+        store = _local(tmp_path)
+        payloads = [f"writer {i}".encode() for i in range(THREADS)]
+        results = _race(THREADS, lambda i: store.put_if_absent("lock", payloads[i]))
+        _assert_one_winner(store, "lock", results, payloads)
+        assert store.list() == ["lock"]
+
+    def test_file_in_the_way(self, tmp_path) -> None:
+        (tmp_path / "f").write_text("not a directory")
+        store = _local(tmp_path / "f")
+        with pytest.raises(InvalidInput, match="a file is in the way"):
+            store.put_if_absent("k", b"v")
+        root = _local(tmp_path)
+        root.write_bytes("a", b"file")
+        with pytest.raises(InvalidInput, match="a file is in the way"):
+            root.put_if_absent("a/b", b"v")
+
+
+# -- S3 ---------------------------------------------------------------------------------
+@pytest.mark.s3
+class TestS3:
+    def test_read_only_identity_is_forbidden(self, seaweed) -> None:
+        writer = s3_store(seaweed)
+        writer.write_bytes("m", b"v1")
+        _, token = writer.read_versioned("m")
+        reader = s3_store(seaweed, creds=seaweed.readonly, prefix=writer.location.prefix)
+        assert reader.read_versioned("m") == (b"v1", token)
+        with pytest.raises(Forbidden, match="refused to set"):
+            reader.put_if_absent("new", b"v")
+        with pytest.raises(Forbidden, match="refused to set"):
+            reader.put_if_match("m", b"v2", token)
+        assert writer.read_bytes("m") == b"v1"
+        assert not writer.exists("new")
+
+    def test_wrong_secret_is_forbidden(self, seaweed) -> None:
+        from atlas.testing.seaweed import S3Credentials
+
+        bad = s3_store(seaweed, creds=S3Credentials(seaweed.admin.access_key, "wrong"))
+        with pytest.raises(Forbidden, match="site 'test-site'"):
+            bad.put_if_absent("k", b"v")
+        with pytest.raises(Forbidden):
+            bad.read_versioned("k")
+
+    def test_missing_bucket_is_not_found(self, seaweed) -> None:
+        store = s3_store(seaweed, bucket="no-such-bucket")
+        with pytest.raises(NotFound, match="no such bucket"):
+            store.put_if_absent("k", b"v")
+        with pytest.raises(NotFound, match="no such bucket"):
+            store.put_if_match("k", b"v", '"0123"')
+        with pytest.raises(NotFound):
+            store.read_versioned("k")
+
+    def test_token_is_the_etag(self, seaweed) -> None:
+        store = s3_store(seaweed)
+        store.write_bytes("k", b"v")
+        _, token = store.read_versioned("k")
+        head = store.fs.info(store.fs_path("k"))
+        assert token == head["ETag"]
+
+    def test_lost_response_is_not_a_lost_race(self, seaweed) -> None:
+        """The server applies a conditional PUT but its answer is lost; the retry gets 412.
+
+        A proxy between client and server drops the connection instead of passing on the
+        answer to the first conditional PUT. The client's retry then finds the key present
+        (412), sees its own bytes there, and reports the win it had.
+        """
+        with _DropFirstAnswerProxy(seaweed.s3_port) as proxy:
+            direct = s3_store(seaweed)
+            store = Store(replace(direct.location, endpoint=f"http://127.0.0.1:{proxy.port}"))
+            assert store.put_if_absent("lock", b"owner 1") is True
+            assert proxy.dropped == 1
+            assert store.put_if_absent("lock", b"owner 2") is False  # a real loss stays one
+            _, token = store.read_versioned("lock")
+            proxy.arm()
+            assert store.put_if_match("lock", b"owner 1, renewed", token) is True
+            assert proxy.dropped == 2
+            assert store.read_bytes("lock") == b"owner 1, renewed"
+
+    def test_cluster_race_has_one_winner(self, seaweed_cluster) -> None:
+        store = s3_store(seaweed_cluster)
+        payloads = [f"writer {i}".encode() for i in range(THREADS)]
+        results = _race(THREADS, lambda i: store.put_if_absent("lock", payloads[i]))
+        _assert_one_winner(store, "lock", results, payloads)
+
+        store.write_bytes("counter", b"0")
+        _race(4, lambda i: _count_up(store, "counter", 1) >= 0)
+        assert store.read_bytes("counter") == b"4"
+
+
+class _DropFirstAnswerProxy:
+    """A TCP proxy to a local server that swallows the answer to one conditional request.
+
+    While armed, the first request carrying ``If-None-Match`` or ``If-Match`` reaches the
+    server, but its answer is discarded and the client's connection is closed: the write
+    happened, and the client never hears so. Everything else passes through unchanged.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.dropped = 0
+        self._armed = True
+        self._lock = threading.Lock()
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._server.getsockname()[1]
+
+    def arm(self) -> None:
+        with self._lock:
+            self._armed = True
+
+    def __enter__(self) -> _DropFirstAnswerProxy:
+        threading.Thread(target=self._accept_loop, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.close()
+
+    def _accept_loop(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            swallow = threading.Event()
+            for target in (self._requests, self._answers):
+                threading.Thread(
+                    target=target, args=(client, upstream, swallow), daemon=True
+                ).start()
+
+    def _requests(
+        self, client: socket.socket, upstream: socket.socket, swallow: threading.Event
+    ) -> None:
+        with suppress(OSError):
+            while chunk := client.recv(65536):
+                lowered = chunk.lower()
+                with self._lock:
+                    if self._armed and (b"if-none-match:" in lowered or b"if-match:" in lowered):
+                        self._armed = False
+                        swallow.set()
+                upstream.sendall(chunk)
+
+    def _answers(
+        self, client: socket.socket, upstream: socket.socket, swallow: threading.Event
+    ) -> None:
+        with suppress(OSError), client, upstream:
+            while chunk := upstream.recv(65536):
+                if swallow.is_set():  # the answer to the armed request: drop it and hang up
+                    with self._lock:
+                        self.dropped += 1
+                    client.shutdown(socket.SHUT_RDWR)
+                    return
+                client.sendall(chunk)
