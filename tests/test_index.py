@@ -318,3 +318,17 @@ def test_cli_query_count_json_and_errors(tmp_path) -> None:
     proc = subprocess.run([sys.executable, "-m", "atlas.cli.app", "query", "modality = CT", *base],
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert proc.returncode == 2 and "InvalidInput" in proc.stderr
+
+
+@pytest.mark.slow
+def test_bench_index_smoke_at_1m(tmp_path) -> None:
+    from atlas.bench.index import run
+
+    paths = run(tmp_path, images=1_000_000, sites=30, lookups=20)
+    report = json.loads(paths["json"].read_text())
+    measures = {r["measure"]: r for r in report["rows"]}
+    assert report["meta"]["total_images"] == 1_000_000
+    assert measures["point lookup p99, warm"]["atlas"] > 0
+    assert measures["count, 1% selectivity"]["baseline"] > 0
+    assert 0 < report["meta"]["rows_001pct"] < report["meta"]["rows_1pct"] < 1_000_000
+    assert paths["md"].read_text().startswith("# Atlas index benchmark")

@@ -177,4 +177,30 @@ def ingest_demo(store: Store, data_dir: Path, console: Console) -> dict[str, Any
     for k, v in facts.items():
         table.add_row(k, str(v))
     console.print(table)
+    facts["index"] = index_demo(store, console)
+    return facts
+
+
+def index_demo(store: Store, console: Console) -> dict[str, Any]:
+    """Record consent for the demo collection, build the index, query it."""
+    from atlas.index import consent
+    from atlas.index.build import build_index
+    from atlas.index.catalog import open_atlas
+
+    consent.set_collection_default(store, "demo", ["research", "ai-training"])
+    built = build_index(store)
+    atlas = open_atlas({"demo": store}, purpose="ai-training")
+    query = 'modality == "CT" and label == "liver tumour"'
+    facts: dict[str, Any] = {
+        "index version": built.version,
+        "rows (series / images / annotations)": (
+            f"{built.rows['series']} / {built.rows['images']} / {built.rows['annotations']}"
+        ),
+        f"images where {query}": atlas.images.where(query).count().value,
+        "purpose": "ai-training (consent recorded for the collection)",
+    }
+    table = Table(title="Index and query", show_header=False)
+    for k, v in facts.items():
+        table.add_row(k, str(v))
+    console.print(table)
     return facts
