@@ -332,3 +332,28 @@ def test_bench_index_smoke_at_1m(tmp_path) -> None:
     assert measures["count, 1% selectivity"]["baseline"] > 0
     assert 0 < report["meta"]["rows_001pct"] < report["meta"]["rows_1pct"] < 1_000_000
     assert paths["md"].read_text().startswith("# Atlas index benchmark")
+
+
+def test_annotations_intersecting_a_region(tmp_path) -> None:
+    store = _site(tmp_path)
+    build_index(store)
+    atlas = open_atlas({"a": store}, purpose="research")
+    notes = _staging(store, "annotations")
+    series = Counter(r["series_id"] for r in notes).most_common(1)[0][0]
+    z0, z1, y0, y1, x0, x1 = 0, 1000, 0, 250, 0, 512
+    expected = {
+        r["annotation_id"] for r in notes
+        if r["series_id"] == series and z0 <= r["z_index"] < z1
+        and r["bbox_y1"] > y0 and r["bbox_y0"] < y1 and r["bbox_x1"] > x0 and r["bbox_x0"] < x1
+    }  # fmt: skip
+    got = (
+        atlas.annotations.where(series_id=series)
+        .intersecting(z=(z0, z1), y=(y0, y1), x=(x0, x1))
+        .to_arrow()
+        .value
+    )
+    assert set(got["annotation_id"].to_pylist() if got is not None else []) == expected
+    in_series = sum(r["series_id"] == series for r in notes)
+    assert 0 < len(expected) < in_series  # the region selects some, not all
+    with pytest.raises(InvalidInput, match="end must exceed"):
+        atlas.annotations.intersecting(y=(5, 5))

@@ -13,10 +13,11 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from tests.stores import any_store, s3_store  # noqa: F401
@@ -24,6 +25,7 @@ from tests.stores import any_store, s3_store  # noqa: F401
 import atlas.storage.store as store_module
 from atlas.errors import Forbidden, InjectedFault, InvalidInput, NotFound, StoreUnavailable
 from atlas.storage import FaultConfig, LatencyConfig, RetryPolicy, Store, open_store
+from atlas.testing.seaweed import SeaweedS3, find_weed
 
 THREADS = 8
 PROCESSES = 4
@@ -266,6 +268,31 @@ class TestLocal:
 
 
 # -- S3 ---------------------------------------------------------------------------------
+class _NoAutoCreateSeaweed(SeaweedS3):
+    """``weed mini`` that, like AWS, refuses uploads to a missing bucket.
+
+    By default SeaweedFS creates a missing bucket on upload for admin identities
+    (``-s3.autoCreateBucket``), so a misspelled bucket would never be reported.
+    """
+
+    def _spawn(self, name: str, args: list[str], *rest: Any, **kw: Any) -> Any:
+        return super()._spawn(name, [*args, "-s3.autoCreateBucket=false"], *rest, **kw)
+
+
+@pytest.fixture(scope="module")
+def strict_seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    try:
+        find_weed()
+    except NotFound as exc:
+        pytest.skip(str(exc))
+    server = _NoAutoCreateSeaweed(tmp_path_factory.mktemp("strict-seaweed"), buckets=["atlas"])
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.mark.s3
 class TestS3:
     def test_read_only_identity_is_forbidden(self, seaweed) -> None:
@@ -290,14 +317,17 @@ class TestS3:
         with pytest.raises(Forbidden):
             bad.read_versioned("k")
 
-    def test_missing_bucket_is_not_found(self, seaweed) -> None:
-        store = s3_store(seaweed, bucket="no-such-bucket")
+    def test_missing_bucket_is_not_found(self, strict_seaweed) -> None:
+        store = s3_store(strict_seaweed, bucket="no-such-bucket")
         with pytest.raises(NotFound, match="no such bucket"):
             store.put_if_absent("k", b"v")
         with pytest.raises(NotFound, match="no such bucket"):
-            store.put_if_match("k", b"v", '"0123"')
-        with pytest.raises(NotFound):
+            store.put_if_match("k", b"v", None)
+        with pytest.raises(NotFound, match="no such bucket"):
             store.read_versioned("k")
+        # SeaweedFS evaluates If-Match before it looks for the bucket (412); AWS answers 404
+        assert store.put_if_match("k", b"v", '"0123"') is False
+        assert strict_seaweed.s3_client().list_buckets()["Buckets"][0]["Name"] == "atlas"
 
     def test_token_is_the_etag(self, seaweed) -> None:
         store = s3_store(seaweed)

@@ -203,6 +203,34 @@ class Query:
             added.append(_labels_to_contains(where_kwargs(scalar, **equals), schema))
         return replace(self, filters=self.filters + tuple(added))
 
+    def intersecting(
+        self,
+        *,
+        z: tuple[int, int] | None = None,
+        y: tuple[int, int] | None = None,
+        x: tuple[int, int] | None = None,
+    ) -> Query:
+        """Annotations whose bounding box intersects a region (level-0 voxels, ends exclusive).
+
+        Combine with ``where(series_id=...)`` to look inside one volume.
+        """
+        if self.table != "annotations":
+            raise InvalidInput("intersecting() applies to the annotations table")
+        items: list[Expr] = []
+        for axis, bounds in (("z", z), ("y", y), ("x", x)):
+            if bounds is None:
+                continue
+            lo, hi = (int(b) for b in bounds)
+            if hi <= lo:
+                raise InvalidInput(f"empty {axis} range {bounds}: the end must exceed the start")
+            if axis == "z":
+                items += [Compare("z_index", ">=", lo), Compare("z_index", "<", hi)]
+            else:
+                items += [Compare(f"bbox_{axis}1", ">", lo), Compare(f"bbox_{axis}0", "<", hi)]
+        if not items:
+            raise InvalidInput("give at least one of z=, y=, x=")
+        return replace(self, filters=(*self.filters, And(tuple(items))))
+
     def select(self, *columns: str) -> Query:
         """Return only these columns (whitelisted names) from ``to_arrow``/``iter_batches``."""
         known = set(_TABLE_COLUMNS[self.table]) | {"labels", "label_name"}
