@@ -318,7 +318,7 @@ def run(
         base_load = time.perf_counter() - t
         base_mem = max(_peak_mb() - before, whole.nbytes / 1e6)
         base_look = []
-        for image_id in ids:
+        for image_id in ids[: min(len(ids), 20)]:  # each one scans the whole table
             t = time.perf_counter()
             con.execute("SELECT * FROM idx WHERE image_id = ?", [image_id]).fetchall()
             base_look.append(time.perf_counter() - t)

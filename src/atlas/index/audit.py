@@ -15,7 +15,6 @@ import time
 from typing import Any
 
 from atlas.storage import Store
-from atlas.storage.conditional import put_if_absent
 
 AUDIT_PREFIX = "_audit"
 
@@ -31,7 +30,7 @@ def record(store: Store, action: str, **details: Any) -> str:
         now = time.time_ns()
         key = f"{AUDIT_PREFIX}/{now:020d}-{os.urandom(4).hex()}.json"
         body = json.dumps({"time_unix_ns": now, "action": action, **details}, sort_keys=True)
-        if put_if_absent(store, key, body.encode()):
+        if store.put_if_absent(key, body.encode()):
             return key
     raise RuntimeError("could not append to the audit log")  # pragma: no cover
 

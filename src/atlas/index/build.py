@@ -27,7 +27,6 @@ from atlas.index import consent, layout
 from atlas.ingest.records import STAGING_PREFIX
 from atlas.ingest.records import schemas as staging_schemas
 from atlas.storage import Store
-from atlas.storage.conditional import put_if_match, read_versioned
 
 MANIFEST_FORMAT = 1
 #: column statistics kept in the manifest (never ids: an erased subject could be a min/max)
@@ -88,7 +87,7 @@ def _safe_limit(text: str) -> str:
 def read_current(store: Store) -> tuple[dict[str, Any] | None, str | None]:
     """``(pointer, version token)`` of ``_index/CURRENT``; ``(None, None)`` before any build."""
     try:
-        raw, token = read_versioned(store, layout.CURRENT_KEY)
+        raw, token = store.read_versioned(layout.CURRENT_KEY)
     except NotFound:
         return None, None
     try:
@@ -120,14 +119,20 @@ def load_manifest(store: Store, version: str, sha256: str | None = None) -> dict
     return manifest
 
 
-def _next_version(store: Store, pointer: dict[str, Any] | None) -> str:
+def claim_version(store: Store, pointer: dict[str, Any] | None) -> str:
+    """Reserve the next free version name (create-if-absent), so that two builds running at
+    once never write into the same version folder."""
     existing = [
         int(k.split("/")[2][1:])
         for k in store.list(f"{layout.INDEX_PREFIX}/versions/")
         if k.count("/") >= 3 and k.split("/")[2][1:].isdigit()
     ]
-    current = int(pointer["version"][1:]) if pointer else 0
-    return layout.version_name(max([current, *existing]) + 1)
+    number = max([int(pointer["version"][1:]) if pointer else 0, *existing]) + 1
+    while not store.put_if_absent(
+        f"{layout.version_prefix(layout.version_name(number))}/CLAIM", b"claimed"
+    ):
+        number += 1
+    return layout.version_name(number)
 
 
 def _staging_urls(store: Store, table: str) -> list[str]:
@@ -171,7 +176,7 @@ def build_index(
 
     t0 = time.perf_counter()
     pointer, token = read_current(store)
-    version = _next_version(store, pointer)
+    version = claim_version(store, pointer)
     sources = {t: _staging_urls(store, t) for t in layout.TABLES}
     if not sources["series"]:
         raise NotFound(
@@ -342,8 +347,8 @@ def publish(store: Store, manifest: dict[str, Any], expected_token: str | None) 
     body = json.dumps(manifest, indent=1, sort_keys=True, default=str).encode()
     store.write_bytes(layout.manifest_key(version), body)
     pointer = {"version": version, "manifest_sha256": hashlib.sha256(body).hexdigest()}
-    ok = put_if_match(
-        store, layout.CURRENT_KEY, json.dumps(pointer, sort_keys=True).encode(), expected_token
+    ok = store.put_if_match(
+        layout.CURRENT_KEY, json.dumps(pointer, sort_keys=True).encode(), expected_token
     )
     if not ok:
         raise ConcurrentBuild(

@@ -25,11 +25,16 @@ from typing import Any
 
 from atlas.errors import AtlasError, InvalidInput, NotFound
 from atlas.index import audit, consent, layout
-from atlas.index.build import ConcurrentBuild, load_manifest, publish, read_current
+from atlas.index.build import (
+    ConcurrentBuild,
+    claim_version,
+    load_manifest,
+    publish,
+    read_current,
+)
 from atlas.ingest.journal import JOURNAL_PREFIX
 from atlas.ingest.records import STAGING_PREFIX
 from atlas.storage import Store
-from atlas.storage.conditional import put_if_match
 
 
 class ErasureIncomplete(AtlasError):
@@ -122,8 +127,8 @@ def _amend_manifests(store: Store, subject_id: str, report: ErasureReport) -> No
         report.versions_amended.append(version)
         if pointer and pointer["version"] == version:
             new_pointer = {"version": version, "manifest_sha256": hashlib.sha256(body).hexdigest()}
-            if not put_if_match(
-                store, layout.CURRENT_KEY, json.dumps(new_pointer, sort_keys=True).encode(), token
+            if not store.put_if_match(
+                layout.CURRENT_KEY, json.dumps(new_pointer, sort_keys=True).encode(), token
             ):
                 raise ConcurrentBuild("the index changed during erasure; run the erasure again")
     for old_key in replaced:
@@ -148,11 +153,7 @@ def _publish_without(store: Store, subject_id: str, report: ErasureReport) -> No
                 holds = holds or removed > 0
         if not holds:
             return
-        number = int(pointer["version"][1:]) + 1
-        existing = _versions(store)
-        while layout.version_name(number) in existing:
-            number += 1
-        version = layout.version_name(number)
+        version = claim_version(store, pointer)
         new_manifest = json.loads(json.dumps(manifest))
         new_manifest.update(version=version, parent=pointer["version"],
                             created_unix=int(time.time()))  # fmt: skip

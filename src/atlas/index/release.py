@@ -18,7 +18,6 @@ from typing import Any
 from atlas.errors import AlreadyExists, InvalidInput, NotFound
 from atlas.index.build import read_current
 from atlas.storage import Store
-from atlas.storage.conditional import put_if_absent
 
 RELEASE_PREFIX = "_releases"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -41,7 +40,7 @@ def create_release(stores: Mapping[str, Store], name: str, note: str = "") -> di
         pinned[site] = pointer["version"]
     body = {"name": name, "created_unix": int(time.time()), "note": note, "versions": pinned}
     for site, store in stores.items():
-        if not put_if_absent(store, key, json.dumps({**body, "site": site}).encode()):
+        if not store.put_if_absent(key, json.dumps({**body, "site": site}).encode()):
             raise AlreadyExists(f"release {name!r} already exists at site {site!r}", site=site)
     return pinned
 

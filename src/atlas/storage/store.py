@@ -432,30 +432,40 @@ class Store:
           hard-linked to the key (``os.link`` fails if the key exists). On a filesystem without
           hard links the key's lock file (see :meth:`put_if_match`) and ``os.replace`` are used.
         - ``memory://``: a process-wide lock around the check and the write.
-        - S3: ``PutObject`` with ``If-None-Match: *``; HTTP 412 means another writer won. A
-          409 (a concurrent conditional write in progress) is retried a few times, then raises
-          :class:`StoreUnavailable`. If an attempt's outcome was unknown (connection lost, 5xx)
-          and a retry then gets 412, the stored bytes are compared with ``data``: equal bytes
-          count as this call's win, so give each writer distinct bytes (e.g. an owner id) when
-          that distinction matters.
+        - S3: ``PutObject`` with ``If-None-Match: *``; HTTP 412 means the key exists. Each
+          call tags its object with a unique ``x-amz-meta-atlas-write-id``: when an answer is
+          lost and the request is sent again (aiohttp resends a ``PUT`` on a dropped
+          keep-alive connection by itself; botocore and the retry policy also retry), the
+          resent request gets 412 from the call's own write, and one ``HeadObject`` on 412
+          tells "my earlier attempt landed" (``True``) from "another writer won" (``False``).
+          409 (a concurrent conditional write in progress) is retried a few times, then
+          raises :class:`StoreUnavailable`, as do 5xx answers.
+
+        Faults and latency configured on this handle apply as to a zarr ``set`` of ``key``;
+        :class:`StoreUnavailable` (including injected faults) is retried per the handle's
+        :class:`RetryPolicy`. Injected faults fire before the request, so they never leave
+        the outcome in doubt.
 
         Raises:
-            InvalidInput: ``key`` is not a clean relative key (empty, ``.``/``..`` or empty
-                parts), or a file is in the way of the key's directory.
+            InvalidInput: ``key`` is not a clean relative key (empty, leading/trailing ``/``,
+                empty, ``.`` or ``..`` parts), ``data`` is not bytes, or a file is in the way
+                of the key's directory.
             Forbidden: the credentials or permissions do not allow writing.
-            NotFound: the bucket does not exist.
-            StoreUnavailable: the store is unreachable (after the handle's retry policy), or
-                an injected fault (:class:`~atlas.errors.InjectedFault`) was not retried away.
+            NotFound: the bucket does not exist. (SeaweedFS creates a missing bucket on upload
+                for admin identities unless started with ``-s3.autoCreateBucket=false``.)
+            StoreUnavailable: the store is unreachable, answered 5xx or kept answering 409
+                (after the handle's retry policy), or an injected fault
+                (:class:`~atlas.errors.InjectedFault`) was not retried away.
         """
         key, payload = self._conditional_key(key), _as_bytes(data)
-        uncertain = _Uncertainty()
         loc = self.location
         if loc.scheme == "file":
             path = self._local_path(key)
             return self._hooked("set", key, lambda: asyncio.to_thread(_local_create, path, payload))
         if loc.scheme == "memory":
             return self._hooked("set", key, lambda: self._memory_put(key, payload, None))
-        return self._hooked("set", key, lambda: self._s3_put(key, payload, None, uncertain))
+        write_id = uuid.uuid4().hex  # one per call: the same across its retries
+        return self._hooked("set", key, lambda: self._s3_put(key, payload, None, write_id))
 
     def read_versioned(self, key: str) -> tuple[bytes, str]:
         """The bytes at ``key`` and an opaque version token for :meth:`put_if_match`.
@@ -492,19 +502,24 @@ class Store:
         repeated on ``False``; concurrent loops then lose no update.
 
         - local: an ``O_EXCL`` lock file ``<key>.atlas-lock`` serialises swappers (a lock older
-          than 30 s is taken to be left by a crashed process and broken); under it the current
+          than :data:`LOCK_STALE_AFTER_S` = 30 s is taken to be left by a crashed process and
+          broken; waiting longer than :data:`LOCK_WAIT_S` raises); under it the current
           bytes are re-read and compared, and the new bytes are written to a temporary file
           and moved over the key with ``os.replace`` (atomic: readers see old or new bytes).
           Unconditional writes and deletes do not take the lock.
         - ``memory://``: a process-wide lock around compare and write.
-        - S3: ``PutObject`` with ``If-Match: <etag>``; 412 → ``False``. 409 and lost responses
-          are handled as in :meth:`put_if_absent` (after an uncertain attempt, a 412 with the
-          key holding exactly ``data`` counts as success).
+        - S3: ``PutObject`` with ``If-Match: <etag>``; 412 → ``False``. Lost answers, 409 and
+          5xx are handled as in :meth:`put_if_absent`. One case stays ambiguous: if this
+          call's answer is lost, *and* another writer swaps the object before the resent
+          request arrives, the call returns ``False`` although its write was applied (and
+          then superseded by a writer that read it).
 
         Raises:
             InvalidInput: a bad ``key`` or a ``version`` that is not a string or ``None``.
             Forbidden, NotFound, StoreUnavailable: as for :meth:`put_if_absent`;
                 :class:`StoreUnavailable` also when a local lock stays busy for a minute.
+                (SeaweedFS checks ``If-Match`` before the bucket, so a missing bucket gives
+                ``False`` there; AWS answers ``NoSuchBucket`` → :class:`NotFound`.)
         """
         if version is None:
             return self.put_if_absent(key, data)
@@ -515,7 +530,6 @@ class Store:
                 location=self.url,
             )
         key, payload = self._conditional_key(key), _as_bytes(data)
-        uncertain = _Uncertainty()
         loc = self.location
         if loc.scheme == "file":
             path = self._local_path(key)
@@ -524,7 +538,8 @@ class Store:
             )
         if loc.scheme == "memory":
             return self._hooked("set", key, lambda: self._memory_put(key, payload, version))
-        return self._hooked("set", key, lambda: self._s3_put(key, payload, version, uncertain))
+        write_id = uuid.uuid4().hex
+        return self._hooked("set", key, lambda: self._s3_put(key, payload, version, write_id))
 
     def _conditional_key(self, key: str) -> str:
         """``key`` if it is a clean relative key, else :class:`InvalidInput`."""
@@ -610,37 +625,55 @@ class Store:
             raise
         return bytes(data), str(response["ETag"])
 
-    async def _s3_put(
-        self, key: str, data: bytes, version: str | None, uncertain: _Uncertainty
-    ) -> bool:
+    async def _s3_put(self, key: str, data: bytes, version: str | None, write_id: str) -> bool:
         client = await self._s3_client()
         loc = self.location
         condition = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
         for conflict in range(1, _S3_CONFLICT_ATTEMPTS + 1):
             try:
                 await client.put_object(
-                    Bucket=loc.bucket, Key=loc.child(key).prefix, Body=data, **condition
+                    Bucket=loc.bucket,
+                    Key=loc.child(key).prefix,
+                    Body=data,
+                    Metadata={_WRITE_ID_META: write_id},
+                    **condition,
                 )
                 return True
             except Exception as exc:
                 code, status = _s3_error(exc)
                 if status == 412:
-                    if uncertain.flag or _s3_retried(exc):
-                        # an earlier attempt may have landed: does the key hold our bytes?
-                        current = await self._s3_read(key)
-                        return current is not None and current[0] == data
-                    return False
+                    # A lost race, or this call's own write answered late: an earlier attempt
+                    # whose answer was lost (and which aiohttp, botocore or the retry policy
+                    # sent again) may have landed. The write id tells the two apart.
+                    return await self._s3_written_by(key, write_id)
                 if status == 409 and conflict < _S3_CONFLICT_ATTEMPTS:
                     await asyncio.sleep(random.uniform(0, 0.05 * 2**conflict))
                     continue
-                if status is None:  # no HTTP answer: the request may or may not have landed
-                    uncertain.flag = not isinstance(exc, _NOT_SENT_ERRORS)
-                    raise
-                if status == 409 or status >= 500:
-                    uncertain.flag = uncertain.flag or status >= 500
+                if status is not None and (status == 409 or status >= 500):
                     raise self._s3_unavailable(key, "set", f"HTTP {status} {code}") from exc
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _s3_written_by(self, key: str, write_id: str) -> bool:
+        """Whether the object at ``key`` now is the one written with ``write_id``."""
+        client = await self._s3_client()
+        loc = self.location
+        try:
+            head = await client.head_object(Bucket=loc.bucket, Key=loc.child(key).prefix)
+        except Exception as exc:
+            status = _s3_error(exc)[1]
+            if status == 404:
+                return False
+            if status == 403:  # HEAD errors carry no code, so translate() cannot tell
+                who = f"site {self.site!r} " if self.site else ""
+                raise Forbidden(
+                    f"{who}refused to read back key {key!r} of {self.url} after a conditional "
+                    "write found it taken; conditional writes need read permission too",
+                    site=self.site,
+                    location=self.url,
+                ) from exc
+            raise
+        return bool(head.get("Metadata", {}).get(_WRITE_ID_META) == write_id)
 
     def _s3_unavailable(self, key: str, op: str, what: str) -> StoreUnavailable:
         who = f"site {self.site!r} " if self.site else ""
@@ -750,6 +783,8 @@ def prune_empty_dirs(path: str) -> None:
 
 # -- conditional writes: helpers ------------------------------------------------------------
 _S3_CONFLICT_ATTEMPTS = 5
+#: user metadata naming the call that wrote an object conditionally (x-amz-meta-atlas-write-id)
+_WRITE_ID_META = "atlas-write-id"
 _LOCK_SUFFIX = ".atlas-lock"
 _TMP_SUFFIX = ".atlas-tmp"
 #: a local lock file older than this is taken to be left behind by a crashed process
@@ -760,13 +795,6 @@ LOCK_WAIT_S = 60.0
 _NO_HARD_LINKS = frozenset(
     {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV}
 )
-
-
-class _Uncertainty:
-    """Whether an earlier attempt of one conditional S3 write may have been applied."""
-
-    def __init__(self) -> None:
-        self.flag = False
 
 
 def _as_bytes(data: bytes) -> bytes:
@@ -787,24 +815,6 @@ def _s3_error(exc: BaseException) -> tuple[str | None, int | None]:
         return None, None
     status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     return response.get("Error", {}).get("Code"), int(status) if status else None
-
-
-def _s3_retried(exc: BaseException) -> bool:
-    """Whether botocore retried the request before this answer (an earlier try may have landed)."""
-    response = getattr(exc, "response", None) or {}
-    return bool(response.get("ResponseMetadata", {}).get("RetryAttempts", 0))
-
-
-def _not_sent_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions raised before a request reached the server (no doubt about its outcome)."""
-    try:
-        from botocore.exceptions import EndpointConnectionError, NoCredentialsError
-    except ImportError:  # pragma: no cover - depends on the install
-        return ()
-    return (EndpointConnectionError, NoCredentialsError)
-
-
-_NOT_SENT_ERRORS = _not_sent_errors()
 
 
 def _fsync_dir(directory: str) -> None:
@@ -880,7 +890,8 @@ def _local_create(path: str, data: bytes) -> bool:
 
 def _local_swap(path: str, data: bytes, version: str) -> bool:
     """Replace ``path`` with ``data`` if its content token is ``version`` (under its lock)."""
-    _make_parent(path)
+    if not os.path.isdir(os.path.dirname(path)):
+        return False  # no directory, so no object at any version
     with _LocalLock(path):
         current = _local_read(path)
         if current is None or current[1] != version:
@@ -948,8 +959,9 @@ def _break_stale_lock(lock: str) -> bool:
         return True  # released meanwhile: try again at once
     if time.time() - before.st_mtime < LOCK_STALE_AFTER_S:
         return False
-    # Move it aside atomically, then check it is the stale file we judged (not a fresh lock
-    # another waiter took after breaking the same stale one); put a fresh one back.
+    # Move it aside atomically, then check it is the stale file we judged: another waiter may
+    # have broken the same stale lock and taken a fresh one in between. Then put that one back
+    # (os.link fails if yet another lock appeared; that narrow window is the one imprecision).
     grave = f"{lock}.{uuid.uuid4().hex}.stale"
     try:
         os.rename(lock, grave)
