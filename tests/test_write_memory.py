@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -37,8 +38,13 @@ SCRIPT = textwrap.dedent(
 @pytest.mark.slow
 def test_large_volume_write_memory_is_bounded(tmp_path) -> None:
     size = 1000 * 512 * 512 * 2  # int16 volume: 524 MB
+    # glibc gives every thread that allocates its own arena and rarely returns freed pages;
+    # with dask and zarr threads that alone swings peak RSS between 0.6x and 3x from run to run.
+    # Two arenas is the setting we recommend for ingest workers (docs/ingest.md).
+    env = {**os.environ, "MALLOC_ARENA_MAX": "2"}
     out = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(tmp_path)],
+        env=env,
         capture_output=True,
         text=True,
         timeout=900,
@@ -51,8 +57,6 @@ def test_large_volume_write_memory_is_bounded(tmp_path) -> None:
     )
     assert facts["exact"]
     assert facts["levels"] == 2
-    # The bar is 3x the size. Measured: 0.6-0.8x alone, up to 1.7x while the rest of the suite
-    # (SeaweedFS servers, dask clusters) loads the machine - allocator high-water marks of the
-    # encoding threads, not data held. The writer holds one shard slab (+ one in flight on S3).
+    # The bar is 3x the size; the writer holds one shard slab (+ one in flight on S3).
     assert facts["peak_rss"] < size * 3
-    assert facts["peak_rss"] < size * 2
+    assert facts["peak_rss"] < size * 1.5

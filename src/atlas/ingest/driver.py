@@ -156,6 +156,9 @@ def run_tasks(
             processes=True,
             dashboard_address=":0",
             silence_logs=logging.ERROR,
+            # two malloc arenas: glibc otherwise keeps freed pages of every decoding thread
+            # (measured: 0.7x vs up to 3x the volume size in peak RSS when writing)
+            env={"MALLOC_ARENA_MAX": "2"},
         )
         client = Client(cluster)
     try:
