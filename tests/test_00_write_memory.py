@@ -58,11 +58,8 @@ SCRIPT = textwrap.dedent(
 @pytest.mark.slow
 def test_large_volume_write_memory_is_bounded(tmp_path) -> None:
     size = 1000 * 512 * 512 * 2  # int16 volume: 524 MB
-    # glibc gives every thread that allocates its own arena and rarely returns freed pages;
-    # with dask and zarr threads that alone swings peak RSS between 0.6x and 3x from run to run.
-    # Two arenas is the setting we recommend for ingest workers (docs/ingest.md).
-    # A clean environment: the suite's other tests leave variables behind (credentials, dask
-    # and thread settings) that must not change what is measured here.
+    # A clean environment with bounded malloc arenas, as ingest workers use; the suite's other
+    # tests leave variables behind (credentials, dask and thread settings).
     keep = ("PATH", "HOME", "PYTHONPATH", "VIRTUAL_ENV", "LANG", "TMPDIR")
     env = {k: os.environ[k] for k in keep if k in os.environ}
     env["MALLOC_ARENA_MAX"] = "2"
