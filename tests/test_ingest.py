@@ -390,3 +390,22 @@ def test_labels_that_fit_nothing_are_reported(study, tmp_path) -> None:
     assert "does not match any image" in reasons["shifted.nii.gz"]
     assert "references no series" in reasons[other_seg.name]
     assert open_image(store, summary.images[0]).label_names == ()
+
+
+def test_nifti_image_source_and_rerun(tmp_path) -> None:
+    import nibabel as nib
+
+    data = np.arange(8 * 16 * 16, dtype=np.int16).reshape(16, 16, 8)  # NIfTI order x, y, z
+    path = tmp_path / "patient-name-in-file.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.diag([0.7, 0.7, 2.0, 1.0])), path)
+    store = open_store(tmp_path / "store")
+    first = ingest([str(path)], store=store, site="s", collection="c",
+                   scheduler="synchronous", options=OPTIONS)  # fmt: skip
+    assert len(first.written) == 1 and first.written[0].n_images == 8
+    image = open_image(store, first.images[0])
+    np.testing.assert_array_equal(image.read(0), np.transpose(data, (2, 1, 0)))
+    assert "patient-name-in-file" not in first.images[0]
+    again = ingest([str(path)], store=store, site="s", collection="c",
+                   scheduler="synchronous", options=OPTIONS)  # fmt: skip
+    assert [o.status for o in again.skipped] == ["skipped"] and again.images == first.images
+    assert again.skipped[0].n_images == 8

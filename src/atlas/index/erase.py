@@ -145,24 +145,20 @@ def _publish_without(store: Store, subject_id: str, report: ErasureReport) -> No
         manifest = load_manifest(store, pointer["version"], pointer.get("manifest_sha256"))
         n = int(manifest["n_shards"])
         shard = layout.shard_of(subject_id, n)
-        holds = False
-        for table in layout.TABLES:
-            entry = manifest["tables"][table]["shards"][shard]
-            if entry.get("key"):
-                _, removed = _without_subject(store.read_bytes(entry["key"]), subject_id)
-                holds = holds or removed > 0
-        if not holds:
+        filtered = {
+            table: _without_subject(store.read_bytes(entry["key"]), subject_id)
+            for table in layout.TABLES
+            if (entry := manifest["tables"][table]["shards"][shard]).get("key")
+        }
+        if not any(removed for _, removed in filtered.values()):
             return
         version = claim_version(store, pointer)
         new_manifest = json.loads(json.dumps(manifest))
         new_manifest.update(version=version, parent=pointer["version"],
                             created_unix=int(time.time()))  # fmt: skip
         new_manifest.pop("amended_by_erasure", None)
-        for table in layout.TABLES:
+        for table, (data, removed) in filtered.items():
             entry = new_manifest["tables"][table]["shards"][shard]
-            if not entry.get("key"):
-                continue
-            data, removed = _without_subject(store.read_bytes(entry["key"]), subject_id)
             key = layout.shard_key(version, table, shard, n)
             store.write_bytes(key, data)
             entry.update(key=key, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))

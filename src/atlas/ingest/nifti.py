@@ -16,9 +16,16 @@ from typing import Any
 import numpy as np
 
 from atlas.errors import InvalidInput
-from atlas.ingest import journal, records
+from atlas.ingest import records
 from atlas.ingest.model import FileRef, Quarantined, Volume
-from atlas.ingest.series import IngestOptions, SeriesOutcome, _deidentifier, _stored_size
+from atlas.ingest.series import (
+    IngestOptions,
+    SeriesOutcome,
+    _deidentifier,
+    _stored_size,
+    already_done,
+    finish,
+)
 from atlas.storage import Store
 
 LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])
@@ -111,10 +118,7 @@ def ingest_nifti(task: NiftiTask) -> SeriesOutcome:
     series_id = deid.uid(f"nifti-series:{digest}")
     out = SeriesOutcome(series_id=series_id, status="written", n_files=1, bytes_in=len(raw))
     store, collection = task.store, task.collection
-    if journal.is_done(store, collection, series_id):
-        out.status = "skipped"
-        entry = journal.read_entry(store, collection, series_id) or {}
-        out.images = list(entry.get("images", []))
+    if already_done(store, collection, out):
         return out
     try:
         volume = load_nifti_volume(task.ref.path)
@@ -169,16 +173,8 @@ def ingest_nifti(task: NiftiTask) -> SeriesOutcome:
         "channels": 1, "dtype": str(volume.pixels.dtype), "regularly_spaced": True,
         "levels": len(image.metadata.levels), "labels": list(labels), "source_format": "NIfTI",
     }  # fmt: skip
-    for table, rows in (("series", [series_row]), ("images", image_rows),
-                        ("annotations", annotation_rows)):  # fmt: skip
-        records.write_table(store, table, collection, series_id, rows)
     out.images = [path]
-    out.n_images = nz
-    out.n_annotations = len(annotation_rows)
     out.bytes_out = _stored_size(store, path)
-    journal.mark_done(store, collection, series_id, {
-        "series_id": series_id, "subject_id": subject_id, "study_id": study_id,
-        "images": out.images, "n_images": nz, "n_annotations": len(annotation_rows),
-    })  # fmt: skip
+    finish(store, base, out, [series_row], image_rows, annotation_rows)
     out.seconds = time.perf_counter() - t0
     return out

@@ -223,11 +223,7 @@ def ingest_series(task: SeriesTask) -> SeriesOutcome:
     out.bytes_in = sum(_size(i.ref) for i in group.instances)
     scrub = Scrubber(_originals(group, task.segmentations))
     store, collection = task.store, task.collection
-    if journal.is_done(store, collection, series_id):
-        out.status = "skipped"
-        entry = journal.read_entry(store, collection, series_id) or {}
-        out.images = list(entry.get("images", []))
-        out.n_images = int(entry.get("n_images", 0))
+    if already_done(store, collection, out):
         out.seconds = time.perf_counter() - t0
         return out
 
@@ -379,6 +375,32 @@ def ingest_series(task: SeriesTask) -> SeriesOutcome:
         out.status = "quarantined"
         out.seconds = time.perf_counter() - t0
         return out
+    finish(store, base, out, series_rows, image_rows, annotation_rows)
+    out.seconds = time.perf_counter() - t0
+    return out
+
+
+def already_done(store: Store, collection: str, out: SeriesOutcome) -> bool:
+    """If the journal has the series, fill ``out`` as skipped from its entry (one read)."""
+    entry = journal.read_entry(store, collection, out.series_id)
+    if entry is None:
+        return False
+    out.status = "skipped"
+    out.images = list(entry.get("images", []))
+    out.n_images = int(entry.get("n_images", 0))
+    return True
+
+
+def finish(
+    store: Store,
+    base: dict[str, Any],
+    out: SeriesOutcome,
+    series_rows: list[dict[str, Any]],
+    image_rows: list[dict[str, Any]],
+    annotation_rows: list[dict[str, Any]],
+) -> None:
+    """Write the staging records, then the journal entry (the last write of a series)."""
+    collection, series_id = base["collection"], base["series_id"]
     for table, rows in (
         ("series", series_rows),
         ("images", image_rows),
@@ -393,15 +415,13 @@ def ingest_series(task: SeriesTask) -> SeriesOutcome:
         series_id,
         {
             "series_id": series_id,
-            "subject_id": subject_id,
-            "study_id": study_id,
+            "subject_id": base["subject_id"],
+            "study_id": base["study_id"],
             "images": out.images,
             "n_images": out.n_images,
             "n_annotations": out.n_annotations,
         },
     )
-    out.seconds = time.perf_counter() - t0
-    return out
 
 
 def _size(ref: FileRef) -> int:
