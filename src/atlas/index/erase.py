@@ -238,8 +238,8 @@ def erase_subject(store: Store, subject_id: str) -> ErasureReport:
     if store.location.scheme == "file":
         from atlas.storage.store import prune_empty_dirs
 
-        for key in keys:
-            prune_empty_dirs(str(store.location.child(key.split("/")[0]).root))
+        for top in sorted({key.split("/")[0] for key in keys}):
+            prune_empty_dirs(str(store.location.child(top).root))
     left = verify_erased(store, subject_id)
     if left:
         audit.record(store, "erase-incomplete", subject=fp, remaining=len(left))
