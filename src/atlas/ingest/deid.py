@@ -66,6 +66,15 @@ only under the dates option; UIDs are mapped unless they are DICOM-defined
 (``1.2.840.10008.*``) or name a class or coding scheme (SOP Class UID, Transfer Syntax UID,
 Coding Scheme UID ...). File meta information is rebuilt from the de-identified data set.
 
+Free text outside the table, per field (the policy table is in ``docs/ingest.md``, decision
+0014): **Code Meaning**, in every item of every sequence, becomes the standard's meaning of
+its code when the code is known (:mod:`atlas.ingest.codes`), else it is cleaned like a
+descriptor, else removed (:func:`clean_code_meaning`); **Body Part Examined** is kept when it
+is a PS3.16 Annex L defined term, else cleaned, else removed. Manufacturer, Manufacturer's
+Model Name and Software Versions describe the device, not the patient, and are kept. No kept
+text value carries a control character (:mod:`atlas.ingest.safe_text`; TAB, LF and CR survive
+in ST, LT and UT only).
+
 Pseudonyms and date shift
 -------------------------
 All derive from HMAC-SHA256 with the site secret ``key``, with a domain-separation prefix:
@@ -110,6 +119,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from atlas.errors import ConfigError, InvalidInput
+from atlas.ingest.safe_text import has_controls, printable
 
 if TYPE_CHECKING:  # pydicom is imported lazily (ingest extra)
     from pydicom import Dataset
@@ -123,6 +133,7 @@ __all__ = [
     "ProfileTable",
     "basic_profile",
     "burned_in_risk",
+    "clean_code_meaning",
     "clean_text",
     "header_json",
 ]
@@ -234,6 +245,13 @@ _CODE_TAGS = frozenset(
         0x00080120,  # URN Code Value
     }
 )
+
+_CODE_MEANING = 0x00080104
+_CODE_VALUE_TAGS = (0x00080100, 0x00080119, 0x00080120)  # Code / Long Code / URN Code Value
+_CODING_SCHEME = 0x00080102
+_BODY_PART_EXAMINED = 0x00180015
+#: text VRs whose values may span lines (TAB, LF, CR kept there)
+_MULTILINE_VRS = frozenset({"ST", "LT", "UT"})
 
 #: UI attributes whose value names a class, syntax or coding scheme, not an instance: kept
 _CLASS_UID_KEYWORDS = frozenset(
@@ -720,9 +738,17 @@ class Deidentifier:
                 ctx.removed += 1
             else:
                 out.add(new)
+        if _CODE_MEANING in ds:
+            _set_code_meaning(ds, out)
         return out
 
     def _element(
+        self, elem: DataElement, table: ProfileTable, ctx: _Context, clean_items: bool
+    ) -> DataElement | None:
+        new = self._apply(elem, table, ctx, clean_items)
+        return _printable_element(new) if new is not None else None
+
+    def _apply(
         self, elem: DataElement, table: ProfileTable, ctx: _Context, clean_items: bool
     ) -> DataElement | None:
         tag = int(elem.tag)
@@ -847,6 +873,8 @@ class Deidentifier:
             return shifted
         if vr == "TM":
             return _map_values(elem, _check_time) if self.retain_dates else None
+        if int(elem.tag) == _BODY_PART_EXAMINED:
+            return _clean_body_part(elem)
         if clean_items and vr in _TEXT_VRS and vr != "CS" and int(elem.tag) not in _CODE_TAGS:
             cleaned = _clean_element(elem)
             if cleaned is not None:
@@ -937,6 +965,82 @@ def _clean_element(elem: DataElement) -> DataElement | None:
     if not cleaned:
         return None
     return DataElement(elem.tag, elem.VR, cleaned if len(cleaned) > 1 else cleaned[0])
+
+
+def clean_code_meaning(scheme: str, value: str, meaning: str) -> str | None:
+    """The Code Meaning to keep for a coded entry, or ``None`` to drop it.
+
+    The standard's meaning when ``(scheme, value)`` is a code we know
+    (:func:`atlas.ingest.codes.standard_meaning`); otherwise ``meaning`` is free text and goes
+    through :func:`clean_text` (control characters removed first).
+    """
+    from atlas.ingest.codes import standard_meaning
+
+    known = standard_meaning(scheme, value)
+    if known is not None:
+        return known
+    text = printable(str(meaning or "")).strip()
+    if not text:
+        return None
+    cleaned = clean_text(text)
+    return cleaned.strip() if cleaned and cleaned.strip() else None
+
+
+def _first_text(ds: Dataset, tags: Iterable[int]) -> str:
+    for tag in tags:
+        if tag in ds:
+            text = _text_of(ds[tag]).strip()
+            if text:
+                return text
+    return ""
+
+
+def _set_code_meaning(original: Dataset, out: Dataset) -> None:
+    """Code Meaning of a de-identified code item from the original item's code."""
+    from pydicom.dataelem import DataElement
+
+    meaning = clean_code_meaning(
+        _first_text(original, (_CODING_SCHEME,)),
+        _first_text(original, _CODE_VALUE_TAGS),
+        _text_of(original[_CODE_MEANING]),
+    )
+    if meaning is None:
+        if _CODE_MEANING in out:
+            del out[_CODE_MEANING]
+        return
+    out[_CODE_MEANING] = DataElement(_CODE_MEANING, "LO", meaning)
+
+
+def _clean_body_part(elem: DataElement) -> DataElement | None:
+    """Body Part Examined: a PS3.16 Annex L defined term, else cleaned text, else removed."""
+    from pydicom.dataelem import DataElement
+
+    from atlas.ingest.codes import body_part_code
+
+    text = printable(_text_of(elem)).strip()
+    if not text:
+        return DataElement(elem.tag, elem.VR, elem.value)
+    if body_part_code(text) is not None:
+        return DataElement(elem.tag, elem.VR, text.upper())
+    cleaned = clean_text(text)
+    if cleaned is None or not cleaned.strip():
+        return None
+    return DataElement(elem.tag, elem.VR, cleaned.strip().upper())
+
+
+def _printable_element(elem: DataElement) -> DataElement:
+    """``elem`` with control characters removed from its text values (see safe_text)."""
+    from pydicom.dataelem import DataElement
+
+    vr = elem.VR
+    if vr not in _TEXT_VRS and vr not in ("AE", "AS", "PN", "UR"):
+        return elem
+    multiline = vr in _MULTILINE_VRS
+    values = _values(elem)
+    if not any(isinstance(v, str) and has_controls(v, multiline=multiline) for v in values):
+        return elem
+    fixed = [printable(v, multiline=multiline) if isinstance(v, str) else v for v in values]
+    return DataElement(elem.tag, vr, fixed if len(fixed) > 1 else fixed[0])
 
 
 def _dummy_value(vr: str) -> Any:

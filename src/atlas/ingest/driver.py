@@ -256,10 +256,15 @@ def ingest(
             progress(outcome, summary, total)
 
     run_tasks(all_tasks, _dispatch, workers=workers, scheduler=scheduler, on_result=on_result)
-    used = {p for o in (*summary.written, *summary.skipped, *summary.failed) for p in o.used_masks}
+    outcomes = (*summary.written, *summary.skipped, *summary.failed)
+    used = {p for o in outcomes for p in o.used_masks}
+    unreadable = {p: why for o in outcomes for p, why in o.mask_problems.items()}
     if not summary.skipped:  # skipped series do not re-check their masks
         summary.quarantined.extend(
-            Quarantined(ref, "label geometry does not match any image of this run")
+            Quarantined(
+                ref,
+                unreadable.get(ref.path, "label geometry does not match any image of this run"),
+            )
             for ref in label_refs
             if ref.path not in used
         )

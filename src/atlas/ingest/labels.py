@@ -37,6 +37,7 @@ from atlas.errors import InvalidInput
 from atlas.ingest.model import LabelVolume, Volume
 
 __all__ = [
+    "GeometryMismatch",
     "nifti_to_labels",
     "referenced_instance_uids",
     "referenced_series_uids",
@@ -127,6 +128,23 @@ def _as_floats(value: Any, n: int, what: str) -> np.ndarray:
     if arr.shape != (n,):
         raise InvalidInput(f"{what} must have {n} values, got {arr.size}")
     return arr
+
+
+class GeometryMismatch(InvalidInput):
+    """A label object that is readable but not drawn on this volume's grid."""
+
+
+def _number(value: Any, what: str) -> int:
+    """A positive integer attribute (ROI Number, Segment Number ...) or InvalidInput."""
+    try:
+        if value is None or isinstance(value, bool) or str(value).strip() == "":
+            raise ValueError
+        number = int(value)
+        if number != float(value) or number < 1:
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidInput(f"{what} is empty or not a positive integer") from None
+    return number
 
 
 def _is_multi(value: Any) -> bool:
@@ -255,6 +273,8 @@ def _load_seg(source: Any) -> Any:
         raise InvalidInput("the object is not a DICOM Segmentation (wrong SOP class)")
     meta = getattr(ds, "file_meta", None)
     ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    for j, item in enumerate(ds.get("SegmentSequence") or [], start=1):
+        _number(item.get("SegmentNumber"), f"SEG segment {j}: Segment Number")
     if ts is not None and not ts.is_little_endian:
         ds = _little_endian_copy(ds)
     try:
@@ -288,7 +308,7 @@ def _seg_segment_meta(
     codes: dict[int, dict[str, str]] = {}
     colors: dict[int, tuple[int, int, int, int]] = {}
     for item in seg.get("SegmentSequence", []):
-        n = int(item.SegmentNumber)
+        n = _number(item.get("SegmentNumber"), "SEG Segment Number")
         names[n] = str(item.get("SegmentLabel", "") or f"segment {n}")
         prop = item.get("SegmentedPropertyTypeCodeSequence")
         if prop:
@@ -362,7 +382,10 @@ def seg_to_labels(
         seg_number = 0
         ident = _functional_item(hseg, item, "SegmentIdentificationSequence")
         if ident is not None:
-            seg_number = int(ident.ReferencedSegmentNumber)
+            seg_number = _number(
+                ident.get("ReferencedSegmentNumber"),
+                f"SEG frame {i + 1}: Referenced Segment Number",
+            )
         elif seg_type != "LABELMAP":
             raise InvalidInput(f"SEG frame {i + 1} names no segment")
         k = _seg_frame_slice(hseg, item, i, grid, frame_index, slice_tolerance, inplane_tolerance)
@@ -370,7 +393,13 @@ def seg_to_labels(
 
     # later segments win: paint in ascending segment number, frames in file order
     for seg_number, frame_number, k in sorted(placements, key=lambda p: (p[0], p[1])):
-        frame = np.asarray(hseg.get_stored_frame(frame_number))
+        try:
+            frame = np.asarray(hseg.get_stored_frame(frame_number))
+        except Exception as exc:  # highdicom/pydicom decoders raise many types
+            raise InvalidInput(
+                f"SEG frame {frame_number} cannot be decoded ({type(exc).__name__}): the pixel "
+                "data is truncated or damaged"
+            ) from exc
         if frame.shape != (ny, nx):
             raise InvalidInput("SEG frame shape does not match its Rows/Columns")
         if seg_type == "LABELMAP":
@@ -490,12 +519,16 @@ def rtstruct_to_labels(
     volume_sops = {str(uid) for uid, _ in (volume.frames or [])}
 
     rois: dict[int, Any] = {}
-    for item in ds.get("StructureSetROISequence", []):
-        rois[int(item.ROINumber)] = item
+    for j, item in enumerate(ds.get("StructureSetROISequence") or [], start=1):
+        rois[_number(item.get("ROINumber"), f"RTSTRUCT Structure Set ROI item {j}: ROI Number")] = (
+            item
+        )
     contours_by_roi: dict[int, list[Any]] = {}
     colors_by_roi: dict[int, tuple[int, int, int, int]] = {}
-    for item in ds.get("ROIContourSequence", []):
-        n = int(item.ReferencedROINumber)
+    for j, item in enumerate(ds.get("ROIContourSequence") or [], start=1):
+        n = _number(
+            item.get("ReferencedROINumber"), f"RTSTRUCT ROI Contour item {j}: Referenced ROI Number"
+        )
         closed = [
             c
             for c in item.get("ContourSequence", [])
@@ -507,11 +540,12 @@ def rtstruct_to_labels(
         if color is not None and len(color) == 3:
             colors_by_roi[n] = (int(color[0]), int(color[1]), int(color[2]), 255)
     codes_by_roi: dict[int, dict[str, str]] = {}
-    for obs in ds.get("RTROIObservationsSequence", []):
+    for j, obs in enumerate(ds.get("RTROIObservationsSequence") or [], start=1):
         ident = obs.get("RTROIIdentificationCodeSequence")
         if ident and "ReferencedROINumber" in obs:
             code = ident[0]
-            codes_by_roi[int(obs.ReferencedROINumber)] = {
+            where = f"RTSTRUCT RT ROI Observations item {j}: Referenced ROI Number"
+            codes_by_roi[_number(obs.get("ReferencedROINumber"), where)] = {
                 "scheme": str(code.get("CodingSchemeDesignator", "")),
                 "value": str(code.get("CodeValue") or code.get("LongCodeValue") or ""),
                 "meaning": str(code.get("CodeMeaning", "")),
@@ -672,8 +706,9 @@ def nifti_to_labels(
     Values must be non-negative integers; ``names`` (default ``"label <v>"``) names them.
 
     Raises:
-        InvalidInput: unreadable file, non-integer or negative values, or
-            "label geometry does not match the image" with the largest deviation in mm.
+        GeometryMismatch: "label geometry does not match the image", with the largest
+            deviation in mm (a mask of another image).
+        InvalidInput: unreadable, truncated or damaged file, non-integer or negative values.
     """
     import nibabel as nib
 
@@ -704,7 +739,7 @@ def nifti_to_labels(
     vol_pts = corners @ vol_affine[:3, :3].T + vol_affine[:3, 3]
     if sorted(perm.tolist()) != [0, 1, 2]:
         dev = float(np.max(np.abs(vol_pts - vol_pts.mean(0))))
-        raise InvalidInput(
+        raise GeometryMismatch(
             "label geometry does not match the image: the NIfTI axes are not aligned with the "
             f"image's (max deviation {dev:.3g} mm)"
         )
@@ -724,13 +759,19 @@ def nifti_to_labels(
     for a, ax in enumerate(perm):
         vol_shape_in_nifti[int(ax)] = grid.shape[a]
     if dev > tol or tuple(vol_shape_in_nifti) != shape:
-        raise InvalidInput(
+        raise GeometryMismatch(
             "label geometry does not match the image: NIfTI shape "
             f"{'x'.join(map(str, shape))} vs image {nz}x{ny}x{nx} (z,y,x), "
             f"max deviation {dev:.3g} mm (tolerance {tol:.3g} mm)"
         )
 
-    data = np.asarray(img.dataobj).reshape(shape)
+    try:
+        data = np.asarray(img.dataobj).reshape(shape)
+    except Exception as exc:  # truncated or damaged data: nibabel/gzip/zlib raise many types
+        raise InvalidInput(
+            f"cannot read the NIfTI label data ({type(exc).__name__}): the file is truncated "
+            "or damaged"
+        ) from exc
     if data.dtype.kind == "f":
         if not np.all(np.isfinite(data)) or np.any(data != np.rint(data)):
             raise InvalidInput("a NIfTI label image must hold integer values")

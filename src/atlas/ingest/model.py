@@ -16,6 +16,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from atlas.ingest.safe_text import visible
+
 
 @dataclass(frozen=True)
 class FileRef:
@@ -62,9 +64,13 @@ class Quarantined:
     reason: str
     series: str | None = None  # pseudonymous series id, when known
 
+    def __post_init__(self) -> None:
+        # a reason may quote a third-party message: it must not act on a terminal
+        object.__setattr__(self, "reason", visible(str(self.reason)))
+
     def to_json(self) -> dict[str, Any]:
-        """JSON form for the operator's quarantine report."""
-        return {"file": self.ref.display, "reason": self.reason, "series": self.series}
+        """JSON form for the operator's quarantine report (control characters escaped)."""
+        return {"file": visible(self.ref.display), "reason": self.reason, "series": self.series}
 
 
 @dataclass(repr=False)
@@ -148,7 +154,8 @@ class LabelVolume:
 
     ``codes`` maps a value to ``{"scheme": ..., "value": ..., "meaning": ...}`` (e.g. SNOMED CT
     from a SEG's segmented property type); ``source`` is ``"SEG"``, ``"RTSTRUCT"`` or
-    ``"NIFTI"``.
+    ``"NIFTI"``. As the readers return it, ``names`` and ``codes`` hold the object's original
+    free text; only :func:`atlas.ingest.label_text.deidentify_labels`'s result is written.
     """
 
     mask: np.ndarray
@@ -158,6 +165,12 @@ class LabelVolume:
     colors: dict[int, tuple[int, int, int, int]] = field(default_factory=dict)
     #: the original UID of the object the labels came from (SEG/RTSTRUCT SOP Instance UID)
     source_uid: str | None = None
+    #: what :func:`atlas.ingest.label_text.deidentify_labels` changed, per value
+    #: (``"name"``, ``"code"``, ``"code_meaning"``); never the original text
+    cleaned: dict[int, list[str]] = field(default_factory=dict)
 
-    def __repr__(self) -> str:
-        return f"LabelVolume(source={self.source!r}, shape={self.mask.shape}, labels={self.names})"
+    def __repr__(self) -> str:  # names may be original free text: counted, not shown
+        return (
+            f"LabelVolume(source={self.source!r}, shape={self.mask.shape}, "
+            f"labels={len(self.names)})"
+        )

@@ -20,11 +20,13 @@ from atlas.ingest import records
 from atlas.ingest.model import FileRef, Quarantined, Volume
 from atlas.ingest.series import (
     IngestOptions,
+    Scrubber,
     SeriesOutcome,
     _deidentifier,
     _stored_size,
     already_done,
     finish,
+    label_failure,
 )
 from atlas.storage import Store
 
@@ -105,7 +107,8 @@ def load_nifti_volume(path: str) -> Volume:
 
 def ingest_nifti(task: NiftiTask) -> SeriesOutcome:
     """Ingest one NIfTI image (and any ``--labels`` masks that fit it)."""
-    from atlas.ingest.labels import nifti_to_labels
+    from atlas.ingest.label_text import deidentify_labels, label_properties
+    from atlas.ingest.labels import GeometryMismatch, nifti_to_labels
     from atlas.ome import LabelSpec, write_image
 
     t0 = time.perf_counter()
@@ -130,14 +133,18 @@ def ingest_nifti(task: NiftiTask) -> SeriesOutcome:
     masks = []
     for k, ref in enumerate(task.nifti_labels):
         try:
-            lab = nifti_to_labels(ref.path, volume)
-        except InvalidInput:
+            lab = deidentify_labels(nifti_to_labels(ref.path, volume))
+        except GeometryMismatch:
+            continue
+        except Exception as exc:  # a bad mask is the mask's problem, not the image's
+            why = label_failure("NIfTI mask", exc, Scrubber(set()))
+            out.mask_problems.setdefault(ref.path, why)
             continue
         labels[f"nifti-{k}"] = LabelSpec(
             lab.mask,
             names=dict(lab.names),
             colors=dict(lab.colors),
-            properties={v: {"source": "NIFTI"} for v in lab.names},
+            properties=label_properties(lab),
         )
         masks.append((f"nifti-{k}", lab))
         out.used_masks.append(ref.path)
@@ -162,7 +169,8 @@ def ingest_nifti(task: NiftiTask) -> SeriesOutcome:
     for name, lab in masks:
         rows = records.annotation_rows(lab.mask, base={**vbase, "image_path": path},
                                        image_ids=image_ids, label_image=name, names=lab.names,
-                                       codes=lab.codes, source="NIFTI")  # fmt: skip
+                                       codes=lab.codes, source="NIFTI",
+                                       cleaned=lab.cleaned)  # fmt: skip
         for r in rows:
             image_rows[r["z_index"]]["annotated"] = True
         annotation_rows.extend(rows)

@@ -98,6 +98,7 @@ def schemas() -> dict[str, Any]:
                 ("label_image", pa.string()),
                 ("label_value", pa.int32()),
                 ("label_name", pa.string()),
+                ("label_cleaned", pa.bool_()),
                 ("code_scheme", pa.string()),
                 ("code_value", pa.string()),
                 ("code_meaning", pa.string()),
@@ -122,10 +123,13 @@ def annotation_rows(
     names: Mapping[int, str],
     codes: Mapping[int, Mapping[str, str]],
     source: str,
+    cleaned: Mapping[int, Sequence[str]] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per (slice, label value) present in ``mask`` (z, y, x), with its bounding box.
 
-    ``bbox_*1`` are exclusive ends, in voxel indices of level 0.
+    ``bbox_*1`` are exclusive ends, in voxel indices of level 0. ``names`` and ``codes`` must
+    be de-identified (:func:`atlas.ingest.label_text.deidentify_labels`); ``label_cleaned``
+    says whether that changed the value's name or code (``cleaned``).
     """
     rows: list[dict[str, Any]] = []
     for z in range(mask.shape[0]):
@@ -147,6 +151,7 @@ def annotation_rows(
                     "label_image": label_image,
                     "label_value": v,
                     "label_name": names.get(v, str(v)),
+                    "label_cleaned": bool((cleaned or {}).get(v)),
                     "code_scheme": code.get("scheme"),
                     "code_value": code.get("value"),
                     "code_meaning": code.get("meaning"),

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from atlas.errors import AtlasError, InvalidInput
+from atlas.errors import AtlasError
 from atlas.ingest import journal, records
 from atlas.ingest.model import FileRef, InstanceInfo, LabelVolume, Quarantined, SeriesGroup, Volume
 from atlas.storage import Store
@@ -66,6 +66,8 @@ class SeriesOutcome:
     quarantined: list[Quarantined] = field(default_factory=list)
     #: the ``--labels`` NIfTI masks that matched an image of this series
     used_masks: list[str] = field(default_factory=list)
+    #: ``--labels`` masks that could not be read, and why (path -> reason)
+    mask_problems: dict[str, str] = field(default_factory=dict)
 
 
 def _deidentifier(options: IngestOptions) -> Any:
@@ -156,11 +158,36 @@ def _float(ds: Any, keyword: str) -> float | None:
         return None
 
 
+def label_failure(what: str, exc: BaseException, scrub: Scrubber) -> str:
+    """The quarantine reason of a label object that could not be used (no original text).
+
+    Atlas's own errors name the problem without original values; a third-party exception's
+    message may quote the object's free text, so only its type is given.
+    """
+    if isinstance(exc, AtlasError):
+        return f"{what} not used: {scrub(str(exc))}"
+    return f"{what} cannot be read ({type(exc).__name__}); it may be malformed"
+
+
 def _labels_for_volume(
-    task: SeriesTask, volume: Volume, scrub: Scrubber, deid: Any, used_masks: list[str]
+    task: SeriesTask,
+    volume: Volume,
+    scrub: Scrubber,
+    deid: Any,
+    out: SeriesOutcome,
 ) -> tuple[list[tuple[str, LabelVolume]], list[Quarantined], set[int]]:
-    """Label images that fit this volume; failures of label objects are returned separately."""
-    from atlas.ingest.labels import nifti_to_labels, rtstruct_to_labels, seg_to_labels
+    """Label images that fit this volume, de-identified; failures are returned separately.
+
+    A label object that cannot be read or does not fit never sinks the image: it is reported
+    (and quarantined by the caller unless it fits another volume of the series).
+    """
+    from atlas.ingest.label_text import deidentify_labels
+    from atlas.ingest.labels import (
+        GeometryMismatch,
+        nifti_to_labels,
+        rtstruct_to_labels,
+        seg_to_labels,
+    )
 
     found: list[tuple[str, LabelVolume]] = []
     problems: list[Quarantined] = []
@@ -173,20 +200,22 @@ def _labels_for_volume(
                 lab = seg_to_labels(ds, volume)
             else:
                 lab = rtstruct_to_labels(ds, volume)
-        except (InvalidInput, ValueError, KeyError, AttributeError) as exc:
-            problems.append(
-                Quarantined(seg.ref, f"{seg.modality} does not fit the series: {scrub(str(exc))}")
-            )
+            lab = deidentify_labels(lab)
+        except Exception as exc:  # a bad label object is the object's problem, not the image's
+            problems.append(Quarantined(seg.ref, label_failure(seg.modality, exc, scrub)))
             continue
         used.add(index)
         found.append((f"{seg.modality.lower()}-{deid.uid(seg.sop_instance_uid)[-8:]}", lab))
     for k, ref in enumerate(task.nifti_labels):
         try:
-            lab = nifti_to_labels(ref.path, volume)
-        except InvalidInput:
+            lab = deidentify_labels(nifti_to_labels(ref.path, volume))
+        except GeometryMismatch:
             continue  # belongs to another series/volume; the driver reports unmatched masks
+        except Exception as exc:
+            out.mask_problems.setdefault(ref.path, label_failure("NIfTI mask", exc, scrub))
+            continue
         found.append((f"nifti-{k}", lab))
-        used_masks.append(ref.path)
+        out.used_masks.append(ref.path)
     return found, problems, used
 
 
@@ -209,6 +238,7 @@ def ingest_series(task: SeriesTask) -> SeriesOutcome:
     """Ingest one series (all its volumes and labels); never raises for bad input."""
     from atlas.ingest.deid import burned_in_risk, header_json
     from atlas.ingest.geometry import split_series
+    from atlas.ingest.label_text import label_properties
     from atlas.ingest.pixels import load_volume
     from atlas.ome import LabelSpec, write_image
 
@@ -269,7 +299,7 @@ def ingest_series(task: SeriesTask) -> SeriesOutcome:
             )
             out.quarantined.extend(Quarantined(i.ref, reason, series_id) for i in instances)
             continue
-        labels, problems, used = _labels_for_volume(task, volume, scrub, deid, out.used_masks)
+        labels, problems, used = _labels_for_volume(task, volume, scrub, deid, out)
         used_labels |= used
         label_problems.extend(problems)
         clean_header = deid.deidentify(volume.header, patient_id=patient)
@@ -292,13 +322,7 @@ def ingest_series(task: SeriesTask) -> SeriesOutcome:
                     lab.mask,
                     names=dict(lab.names),
                     colors=dict(lab.colors),
-                    properties={
-                        v: {
-                            "source": lab.source,
-                            **({"code": c} if (c := lab.codes.get(v)) else {}),
-                        }
-                        for v in lab.names
-                    },
+                    properties=label_properties(lab),
                 )
                 for name, lab in labels
             },
@@ -339,6 +363,7 @@ def ingest_series(task: SeriesTask) -> SeriesOutcome:
                 names=lab.names,
                 codes=lab.codes,
                 source=lab.source,
+                cleaned=lab.cleaned,
             )
             for r in rows:
                 image_rows[first_row + r["z_index"]]["annotated"] = True
