@@ -131,9 +131,7 @@ def make_hostile(study: Any, out: Path) -> list[str]:
         obs.RTROIInterpretedType = "ORGAN" if n in (1, 3) else "GTV"
         obs.ROIInterpreter = template_obs.ROIInterpreter
         if n == 1:  # a known code with a typed meaning
-            obs.RTROIIdentificationCodeSequence = [
-                _code("SCT", "10200004", CANARIES["rt_meaning"])
-            ]
+            obs.RTROIIdentificationCodeSequence = [_code("SCT", "10200004", CANARIES["rt_meaning"])]
         if n == 3:  # a private code: its value could be anything
             obs.RTROIIdentificationCodeSequence = [
                 _code("99CNRY", CANARIES["private_value"], CANARIES["private_meaning"])

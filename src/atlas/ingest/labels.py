@@ -134,9 +134,10 @@ class GeometryMismatch(InvalidInput):
     """A label object that is readable but not drawn on this volume's grid."""
 
 
-def _number(value: Any, what: str) -> int:
+def _number(item: Any, keyword: str, what: str) -> int:
     """A positive integer attribute (ROI Number, Segment Number ...) or InvalidInput."""
     try:
+        value = item.get(keyword)  # pydicom converts IS values on access (may raise)
         if value is None or isinstance(value, bool) or str(value).strip() == "":
             raise ValueError
         number = int(value)
@@ -274,12 +275,16 @@ def _load_seg(source: Any) -> Any:
     meta = getattr(ds, "file_meta", None)
     ts = meta.get("TransferSyntaxUID") if meta is not None else None
     for j, item in enumerate(ds.get("SegmentSequence") or [], start=1):
-        _number(item.get("SegmentNumber"), f"SEG segment {j}: Segment Number")
+        _number(item, "SegmentNumber", f"SEG segment {j}: Segment Number")
+    for j, frame in enumerate(ds.get("PerFrameFunctionalGroupsSequence") or [], start=1):
+        for ident in frame.get("SegmentIdentificationSequence") or []:
+            where = f"SEG frame {j}: Referenced Segment Number"
+            _number(ident, "ReferencedSegmentNumber", where)
     if ts is not None and not ts.is_little_endian:
         ds = _little_endian_copy(ds)
     try:
         return hd.seg.Segmentation.from_dataset(ds, copy=False)
-    except (ValueError, AttributeError, KeyError, TypeError, NotImplementedError) as exc:
+    except Exception as exc:  # highdicom raises many types (even sqlite3's) on malformed SEGs
         raise InvalidInput(
             f"the DICOM SEG cannot be parsed ({type(exc).__name__}); it may be malformed"
         ) from exc
@@ -308,7 +313,7 @@ def _seg_segment_meta(
     codes: dict[int, dict[str, str]] = {}
     colors: dict[int, tuple[int, int, int, int]] = {}
     for item in seg.get("SegmentSequence", []):
-        n = _number(item.get("SegmentNumber"), "SEG Segment Number")
+        n = _number(item, "SegmentNumber", "SEG Segment Number")
         names[n] = str(item.get("SegmentLabel", "") or f"segment {n}")
         prop = item.get("SegmentedPropertyTypeCodeSequence")
         if prop:
@@ -383,7 +388,8 @@ def seg_to_labels(
         ident = _functional_item(hseg, item, "SegmentIdentificationSequence")
         if ident is not None:
             seg_number = _number(
-                ident.get("ReferencedSegmentNumber"),
+                ident,
+                "ReferencedSegmentNumber",
                 f"SEG frame {i + 1}: Referenced Segment Number",
             )
         elif seg_type != "LABELMAP":
@@ -520,14 +526,12 @@ def rtstruct_to_labels(
 
     rois: dict[int, Any] = {}
     for j, item in enumerate(ds.get("StructureSetROISequence") or [], start=1):
-        rois[_number(item.get("ROINumber"), f"RTSTRUCT Structure Set ROI item {j}: ROI Number")] = (
-            item
-        )
+        rois[_number(item, "ROINumber", f"RTSTRUCT Structure Set ROI item {j}: ROI Number")] = item
     contours_by_roi: dict[int, list[Any]] = {}
     colors_by_roi: dict[int, tuple[int, int, int, int]] = {}
     for j, item in enumerate(ds.get("ROIContourSequence") or [], start=1):
         n = _number(
-            item.get("ReferencedROINumber"), f"RTSTRUCT ROI Contour item {j}: Referenced ROI Number"
+            item, "ReferencedROINumber", f"RTSTRUCT ROI Contour item {j}: Referenced ROI Number"
         )
         closed = [
             c
@@ -545,7 +549,7 @@ def rtstruct_to_labels(
         if ident and "ReferencedROINumber" in obs:
             code = ident[0]
             where = f"RTSTRUCT RT ROI Observations item {j}: Referenced ROI Number"
-            codes_by_roi[_number(obs.get("ReferencedROINumber"), where)] = {
+            codes_by_roi[_number(obs, "ReferencedROINumber", where)] = {
                 "scheme": str(code.get("CodingSchemeDesignator", "")),
                 "value": str(code.get("CodeValue") or code.get("LongCodeValue") or ""),
                 "meaning": str(code.get("CodeMeaning", "")),
