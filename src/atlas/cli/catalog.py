@@ -161,6 +161,8 @@ def query_command(
 
 
 def _print_rows(rows: object) -> None:
+    from atlas.ingest.safe_text import visible  # values of other sites: never drive a terminal
+
     console = Console()
     if rows is None or rows.num_rows == 0:  # type: ignore[attr-defined]
         console.print("no rows")
@@ -172,7 +174,7 @@ def _print_rows(rows: object) -> None:
     for c in cols:
         table.add_column(c, overflow="fold")
     for r in rows.to_pylist():  # type: ignore[attr-defined]
-        table.add_row(*(escape(str(r.get(c))) for c in cols))
+        table.add_row(*(escape(visible(str(r.get(c)))) for c in cols))
     console.print(table)
 
 

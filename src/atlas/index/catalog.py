@@ -64,7 +64,7 @@ _TABLE_COLUMNS: dict[str, dict[str, str]] = {
     },
     "annotations": {
         **_COMMON, "annotation_id": "str", "image_id": "str", "z_index": "int",
-        "label_image": "str", "label_value": "int", "code_scheme": "str",
+        "label_image": "str", "label_value": "int", "label_cleaned": "bool", "code_scheme": "str",
         "code_value": "str", "code_meaning": "str", "source": "str", "voxel_count": "int",
         "bbox_y0": "int", "bbox_x0": "int", "bbox_y1": "int", "bbox_x1": "int",
         "image_path": "str",
