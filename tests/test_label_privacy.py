@@ -299,6 +299,8 @@ def test_clean_name_keeps_vocabulary_and_neutralises_the_rest() -> None:
     assert clean_name("Li\u202ever", "roi-2") == ("Liver", True)  # stored as it reads
     assert clean_name("", "segment-2") == ("segment-2", False)
     assert clean_name("123", "segment-2") == ("segment-2", True)
+    assert clean_name("John of the 12", "roi-5") == ("roi-5", True)  # only function words
+    assert clean_name("L Lung", "roi-5") == ("L Lung", False)
 
 
 def test_clean_code_uses_the_standard_meaning() -> None:

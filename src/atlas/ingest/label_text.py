@@ -12,7 +12,8 @@ no text of the original object except what passes these rules (decision 0013):
 :func:`atlas.ingest.deid.clean_text` applies: a name made of known anatomical/label words
 (``Liver``, ``GTV``, ``liver tumour``, ``PTV 70GY``) is kept as it is; a name where only some
 words are known keeps those words (``tumour of patient 123456`` -> ``tumour of patient``);
-a name with no known word, or no letter left, becomes the neutral name ``<kind>-<value>``
+a name with no known word left except numbers and function words (``of``, ``the``, ``L``)
+becomes the neutral name ``<kind>-<value>``
 (``roi-3``, ``segment-2``, ``label-1``).
 
 **Code** (segmented property type, RT ROI identification code): kept when its (scheme,
@@ -42,6 +43,15 @@ from atlas.ingest.safe_text import printable
 __all__ = ["clean_code", "clean_name", "deidentify_labels", "label_properties", "neutral_name"]
 
 _NEUTRAL_PREFIX = {"SEG": "segment", "RTSTRUCT": "roi", "NIFTI": "label"}
+#: vocabulary words that name nothing on their own ("John of" must not become "of")
+_FUNCTION_WORDS = frozenset(
+    {"A", "AND", "AT", "BY", "FOR", "FROM", "IN", "NO", "NON", "NOT", "OF", "ON", "OR", "OVER",
+     "PER", "THE", "TO", "UNDER", "VIA", "WITH", "WITHOUT", "W", "WO", "C", "L", "R"}
+)  # fmt: skip
+
+
+def _meaningful(token: str) -> bool:
+    return any(ch.isalpha() for ch in token) and token not in _FUNCTION_WORDS
 
 
 def neutral_name(source: str, value: int) -> str:
@@ -56,7 +66,7 @@ def clean_name(text: Any, neutral: str) -> tuple[str, bool]:
     if not safe:
         return neutral, bool(raw.strip())
     cleaned = clean_text(safe)
-    if cleaned is None or not any(ch.isalpha() for ch in cleaned):
+    if cleaned is None or not any(_meaningful(t) for t in cleaned.upper().split()):
         return neutral, True
     cleaned = " ".join(cleaned.split())
     return cleaned, cleaned != raw
