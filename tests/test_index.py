@@ -15,6 +15,7 @@ from atlas.index import audit, consent, layout
 from atlas.index.build import ConcurrentBuild, build_index, load_manifest, read_current
 from atlas.index.catalog import open_atlas
 from atlas.index.erase import erase_subject, verify_erased
+from atlas.index.gc import collect_garbage
 from atlas.index.release import create_release, load_release
 from atlas.ingest import records
 from atlas.storage import Store, open_store
@@ -219,9 +220,11 @@ def test_erasure_removes_every_trace(tmp_path) -> None:
     events = [e for e in audit.events(store) if e["action"].startswith("erase")]
     assert [e["action"] for e in events] == ["erase-start", "erase-done"]
     assert events[0]["subject"] == audit.fingerprint(store, victim)
-    # erasing again is harmless (idempotent)
-    again = erase_subject(store, victim)
-    assert again.index_rows_removed == 0 and again.new_version is None
+    # erasing again changes nothing and says there is nothing of the subject to erase
+    keys_before = store.list()
+    with pytest.raises(NotFound, match=r"nothing of subject .* is stored.*records its erasure"):
+        erase_subject(store, victim)
+    assert store.list() == keys_before
 
 
 def test_interrupted_erasure_resumes(tmp_path, monkeypatch) -> None:
@@ -235,7 +238,7 @@ def test_interrupted_erasure_resumes(tmp_path, monkeypatch) -> None:
     def crash(*args, **kwargs):
         raise KeyboardInterrupt("power cut")
 
-    monkeypatch.setattr(erase_mod, "_subject_keys", crash)
+    monkeypatch.setattr(erase_mod, "_sweep_index", crash)  # after the index, before pixels
     with pytest.raises(KeyboardInterrupt):
         erase_subject(store, victim)
     # the index no longer lists the subject, even though pixels still exist
@@ -288,11 +291,29 @@ def test_federation_over_seaweedfs_sites_with_one_down(seaweed_sites, tmp_path) 
 
 
 def test_missing_index_is_a_clear_error(tmp_path) -> None:
+    (tmp_path / "empty").mkdir()
     store = open_store(tmp_path / "empty", site="empty")
     with pytest.raises(NotFound, match="no index yet"):
         open_atlas({"empty": store}, purpose="research", strict=True)
     with pytest.raises(NotFound, match="no staging records"):
         build_index(store)
+    assert store.list() == []  # a refused build claims no version
+
+
+def test_reading_never_creates_a_store(tmp_path) -> None:
+    missing = open_store(tmp_path / "nothing-here", site="x")
+    calls = [
+        lambda: open_atlas({"x": missing}, purpose="research", strict=True),
+        lambda: load_release({"x": missing}, "r1"),
+        lambda: create_release({"x": missing}, "r1"),
+        lambda: build_index(missing),
+        lambda: erase_subject(missing, "someone"),
+        lambda: collect_garbage(missing),
+    ]
+    for call in calls:
+        with pytest.raises(NotFound, match="no store at"):
+            call()
+    assert not (tmp_path / "nothing-here").exists()
 
 
 def test_cli_query_count_json_and_errors(tmp_path) -> None:

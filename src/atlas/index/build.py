@@ -7,6 +7,11 @@ subject and series (so lookups prune row groups), and writes one Parquet object 
 table *beside* the current version. The manifest lists every shard with its row count, size,
 SHA-256 and column statistics. Publishing is one compare-and-swap of ``_index/CURRENT``: two
 builds racing each other cannot both win, and readers never see half a version.
+
+A build holds a lease on its version folder (:mod:`atlas.index.lease`) and keeps its temporary
+files where erasure and garbage collection find them (:mod:`atlas.index.scratch`). A build that
+fails removes what it wrote; one killed outright leaves an unpublished folder that
+``atlas index gc`` (or erasure) removes once its lease has expired.
 """
 
 from __future__ import annotations
@@ -15,15 +20,14 @@ import hashlib
 import io
 import json
 import os
-import shutil
-import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from atlas.errors import AtlasError, CorruptData, NotFound
-from atlas.index import consent, layout
+from atlas.index import consent, layout, scratch
+from atlas.index.lease import DEFAULT_TTL_S, Lease, claim
 from atlas.ingest.records import STAGING_PREFIX
 from atlas.ingest.records import schemas as staging_schemas
 from atlas.storage import Store
@@ -84,6 +88,21 @@ def _safe_limit(text: str) -> str:
     return text
 
 
+def require_store(store: Store) -> None:
+    """Raise :class:`NotFound` when a local store's folder does not exist.
+
+    Reading (and building, querying, erasing) never creates a store; only ingest does.
+    """
+    loc = store.location
+    if loc.scheme == "file" and not os.path.isdir(loc.root):
+        raise NotFound(
+            f"no store at {loc.root} (nothing was created); check the path, or run "
+            "`atlas ingest` into it first",
+            site=store.site,
+            location=loc.url,
+        )
+
+
 def read_current(store: Store) -> tuple[dict[str, Any] | None, str | None]:
     """``(pointer, version token)`` of ``_index/CURRENT``; ``(None, None)`` before any build."""
     try:
@@ -117,22 +136,6 @@ def load_manifest(store: Store, version: str, sha256: str | None = None) -> dict
     except ValueError as exc:
         raise CorruptData(f"index manifest {key} is not valid JSON", site=store.site) from exc
     return manifest
-
-
-def claim_version(store: Store, pointer: dict[str, Any] | None) -> str:
-    """Reserve the next free version name (create-if-absent), so that two builds running at
-    once never write into the same version folder."""
-    existing = [
-        int(k.split("/")[2][1:])
-        for k in store.list(f"{layout.INDEX_PREFIX}/versions/")
-        if k.count("/") >= 3 and k.split("/")[2][1:].isdigit()
-    ]
-    number = max([int(pointer["version"][1:]) if pointer else 0, *existing]) + 1
-    while not store.put_if_absent(
-        f"{layout.version_prefix(layout.version_name(number))}/CLAIM", b"claimed"
-    ):
-        number += 1
-    return layout.version_name(number)
 
 
 def _staging_urls(store: Store, table: str) -> list[str]:
@@ -170,13 +173,41 @@ def build_index(
     n_shards: int | None = None,
     memory_limit: str = "2GB",
     workdir: str | None = None,
+    lease_s: float = DEFAULT_TTL_S,
 ) -> BuildResult:
-    """Compact the site's staging records into a new index version and publish it."""
+    """Compact the site's staging records into a new index version and publish it.
+
+    Parameters
+    ----------
+    store:
+        The site's store (it must exist: building never creates a store).
+    n_shards:
+        Shards per table, a power of two from 1 to :data:`atlas.index.layout.MAX_SHARDS`;
+        ``None`` chooses by size.
+    memory_limit:
+        DuckDB's memory limit; beyond it DuckDB spills to the build's scratch folder.
+    workdir:
+        Where the private scratch folder goes for stores that are not local directories
+        (default: the system's temporary folder). Local stores keep it inside the version folder.
+    lease_s:
+        Seconds the build's lease stays live without a heartbeat (renewed every quarter).
+
+    Raises
+    ------
+    InvalidInput
+        ``n_shards`` is not a power of two in range.
+    NotFound
+        The store does not exist or holds no staging records.
+    ConcurrentBuild
+        Another build (or an erasure) published first; nothing of this build is left behind.
+    """
     import duckdb
 
     t0 = time.perf_counter()
+    require_store(store)
+    if n_shards is not None:
+        layout.check_shard_count(n_shards)
     pointer, token = read_current(store)
-    version = claim_version(store, pointer)
     sources = {t: _staging_urls(store, t) for t in layout.TABLES}
     if not sources["series"]:
         raise NotFound(
@@ -184,109 +215,176 @@ def build_index(
             site=store.site,
             location=store.url,
         )
-    con = connect(store, memory_limit)
-    tmp = Path(tempfile.mkdtemp(prefix="atlas-index-", dir=workdir))
+    scratch.sweep(store, workdir)  # what killed builds left on this machine
+    lease = claim(store, pointer, ttl_s=lease_s)
+    version = lease.version
+    con: Any = None
+    tmp: Path | None = None
+    published = False
     try:
-        con.execute(f"SET temp_directory = '{tmp / 'spill'}'")
-        for table in layout.TABLES:
-            urls = sources[table]
-            if urls:
-                listing = ", ".join("'" + u.replace("'", "''") + "'" for u in urls)
-                con.execute(
-                    f"CREATE VIEW staging_{table} AS "
-                    f"SELECT * FROM read_parquet([{listing}], union_by_name=true)"
-                )
-            else:
-                con.register(f"staging_{table}", staging_schemas()[table].empty_table())
-        image_rows = int(con.execute("SELECT count(*) FROM staging_images").fetchall()[0][0])
-        shards = n_shards or layout.shard_count(image_rows)
-        if shards < 1 or shards & (shards - 1):
-            raise ValueError("n_shards must be a power of two")
-        subjects = con.execute(
-            "SELECT DISTINCT subject_id, collection FROM staging_series"
-        ).fetchall()
-        defaults, overrides = consent.load(store)
-        import pyarrow as pa
-
-        submap = pa.table(
-            {
-                "subject_id": [s for s, _ in subjects],
-                "collection": [c for _, c in subjects],
-                "shard": [layout.shard_of(s, shards) for s, _ in subjects],
-                "consent": [consent.scopes_of(s, c, defaults, overrides) for s, c in subjects],
-            }
-        )
-        con.register("submap", submap)
-        con.execute(
-            """CREATE TABLE labels_per_image AS
-               SELECT image_id, list(DISTINCT label_name ORDER BY label_name) AS labels
-               FROM staging_annotations GROUP BY image_id"""
-        )
-        queries = {
-            "series": """SELECT s.*, m.consent, m.shard FROM staging_series s
-                         JOIN submap m USING (subject_id, collection)""",
-            "images": """SELECT i.*, coalesce(l.labels, []::VARCHAR[]) AS labels,
-                                s.body_part, s.sex, s.age_years, s.manufacturer,
-                                m.consent, m.shard
-                         FROM staging_images i
-                         JOIN submap m USING (subject_id, collection)
-                         LEFT JOIN labels_per_image l USING (image_id)
-                         LEFT JOIN (SELECT DISTINCT series_id, volume, body_part, sex, age_years,
-                                           manufacturer FROM staging_series) s
-                              USING (series_id, volume)""",
-            "annotations": """SELECT a.*, m.consent, m.shard FROM staging_annotations a
-                              JOIN submap m USING (subject_id, collection)""",
-        }
-        order = {
-            "series": "subject_id, series_id, volume",
-            "images": "subject_id, series_id, volume, z_index",
-            "annotations": "subject_id, series_id, volume, z_index, label_image, label_value",
-        }
-        manifest: dict[str, Any] = {
-            "format": MANIFEST_FORMAT,
-            "version": version,
-            "parent": pointer["version"] if pointer else None,
-            "site": store.site,
-            "created_unix": int(time.time()),
-            "n_shards": shards,
-            "tables": {},
-        }
-        total_bytes = 0
-        rows: dict[str, int] = {}
-        for table in layout.TABLES:
-            out_dir = tmp / table
-            con.execute(
-                f"""COPY (SELECT * FROM ({queries[table]}) ORDER BY shard, {order[table]})
-                    TO '{out_dir}' (FORMAT parquet, PARTITION_BY (shard),
-                    COMPRESSION zstd, ROW_GROUP_SIZE 65536, OVERWRITE_OR_IGNORE true)"""
-            )
-            entries = []
-            for shard in range(shards):
-                files = sorted((out_dir / f"shard={shard}").glob("*.parquet"))
-                entries.append(_upload_shard(store, version, table, shard, shards, files, con, tmp))
-            manifest["tables"][table] = {
-                "rows": sum(e["rows"] for e in entries),
-                "bytes": sum(e["bytes"] for e in entries),
-                "shards": entries,
-            }
-            rows[table] = manifest["tables"][table]["rows"]
-            total_bytes += manifest["tables"][table]["bytes"]
-        publish(store, manifest, token)
-        return BuildResult(
-            version=version,
-            parent=manifest["parent"],
-            rows=rows,
-            n_shards=shards,
-            bytes=total_bytes,
-            seconds=time.perf_counter() - t0,
-        )
+        with lease:
+            con = connect(store, memory_limit)
+            tmp = scratch.make(store, lease, workdir)
+            result = _build(store, con, tmp, lease, pointer, token, sources, n_shards)
+            published = True
+            lease.end("published")
+        return replace(result, seconds=time.perf_counter() - t0)
     except duckdb.Error as exc:
         raise CorruptData(
             f"could not build the index of {store.url}: {exc}", site=store.site
         ) from exc
     finally:
-        con.close()
-        shutil.rmtree(tmp, ignore_errors=True)
+        if con is not None:
+            con.close()
+        if tmp is not None:
+            scratch.remove(store, tmp)
+        if not published:
+            abandon(store, lease)
+        elif scratch.in_store(store):
+            from atlas.storage.store import prune_empty_dirs
+
+            prune_empty_dirs(os.path.join(store.location.root, layout.version_prefix(version)))
+
+
+def abandon(store: Store, lease: Lease) -> bool:
+    """Remove what an unpublished build wrote (best effort) and end its lease as abandoned.
+
+    Nothing is removed when the version turns out to be the published one (a publish whose
+    answer was lost) or when the store cannot be read; ``atlas index gc`` removes it later.
+    Returns whether the folder was cleaned.
+    """
+    lease.stop()
+    try:
+        pointer, _ = read_current(store)
+        if pointer is not None and pointer.get("version") == lease.version:
+            lease.end("published")
+            return False
+        prefix = layout.version_prefix(lease.version) + "/"
+        keys = [k for k in store.list(prefix) if not k.endswith("/CLAIM")]
+        store.delete_many(keys)
+        lease.end("abandoned")
+        if store.location.scheme == "file":
+            from atlas.storage.store import prune_empty_dirs
+
+            prune_empty_dirs(os.path.join(store.location.root, prefix))
+        return True
+    except Exception:  # the failure being handled matters more; gc cleans up later
+        return False
+
+
+def _build(
+    store: Store,
+    con: Any,
+    tmp: Path,
+    lease: Lease,
+    pointer: dict[str, Any] | None,
+    token: str | None,
+    sources: dict[str, list[str]],
+    n_shards: int | None,
+) -> BuildResult:
+    """The build itself, inside its lease and scratch folder; publishes on success."""
+    version = lease.version
+    con.execute(f"SET temp_directory = {_sql_text(tmp / 'spill')}")
+    for table in layout.TABLES:
+        urls = sources[table]
+        if urls:
+            listing = ", ".join("'" + u.replace("'", "''") + "'" for u in urls)
+            con.execute(
+                f"CREATE VIEW staging_{table} AS "
+                f"SELECT * FROM read_parquet([{listing}], union_by_name=true)"
+            )
+        else:
+            con.register(f"staging_{table}", staging_schemas()[table].empty_table())
+    image_rows = int(con.execute("SELECT count(*) FROM staging_images").fetchall()[0][0])
+    shards = layout.check_shard_count(
+        n_shards or min(layout.shard_count(image_rows), layout.MAX_SHARDS)
+    )
+    subjects = con.execute("SELECT DISTINCT subject_id, collection FROM staging_series").fetchall()
+    defaults, overrides = consent.load(store)
+    import pyarrow as pa
+
+    submap = pa.table(
+        {
+            "subject_id": [s for s, _ in subjects],
+            "collection": [c for _, c in subjects],
+            "shard": [layout.shard_of(s, shards) for s, _ in subjects],
+            "consent": [consent.scopes_of(s, c, defaults, overrides) for s, c in subjects],
+        }
+    )
+    con.register("submap", submap)
+    con.execute(
+        """CREATE TABLE labels_per_image AS
+           SELECT image_id, list(DISTINCT label_name ORDER BY label_name) AS labels
+           FROM staging_annotations GROUP BY image_id"""
+    )
+    queries = {
+        "series": """SELECT s.*, m.consent, m.shard FROM staging_series s
+                     JOIN submap m USING (subject_id, collection)""",
+        "images": """SELECT i.*, coalesce(l.labels, []::VARCHAR[]) AS labels,
+                            s.body_part, s.sex, s.age_years, s.manufacturer,
+                            m.consent, m.shard
+                     FROM staging_images i
+                     JOIN submap m USING (subject_id, collection)
+                     LEFT JOIN labels_per_image l USING (image_id)
+                     LEFT JOIN (SELECT DISTINCT series_id, volume, body_part, sex, age_years,
+                                       manufacturer FROM staging_series) s
+                          USING (series_id, volume)""",
+        "annotations": """SELECT a.*, m.consent, m.shard FROM staging_annotations a
+                          JOIN submap m USING (subject_id, collection)""",
+    }
+    order = {
+        "series": "subject_id, series_id, volume",
+        "images": "subject_id, series_id, volume, z_index",
+        "annotations": "subject_id, series_id, volume, z_index, label_image, label_value",
+    }
+    manifest: dict[str, Any] = {
+        "format": MANIFEST_FORMAT,
+        "version": version,
+        "parent": pointer["version"] if pointer else None,
+        "site": store.site,
+        "created_unix": int(time.time()),
+        "n_shards": shards,
+        # each collection's default consent scopes at build time (no subject-level detail):
+        # lets a query that finds nothing say which collections its purpose does not cover
+        "collections": {c: defaults.get(c, []) for c in sorted({c for _, c in subjects})},
+        "tables": {},
+    }
+    total_bytes = 0
+    rows: dict[str, int] = {}
+    for table in layout.TABLES:
+        out_dir = tmp / table
+        con.execute(
+            f"""COPY (SELECT * FROM ({queries[table]}) ORDER BY shard, {order[table]})
+                TO {_sql_text(out_dir)} (FORMAT parquet, PARTITION_BY (shard),
+                COMPRESSION zstd, ROW_GROUP_SIZE 65536, OVERWRITE_OR_IGNORE true)"""
+        )
+        entries = []
+        for shard in range(shards):
+            lease.check()
+            files = sorted((out_dir / f"shard={shard}").glob("*.parquet"))
+            entries.append(_upload_shard(store, version, table, shard, shards, files, con, tmp))
+        manifest["tables"][table] = {
+            "rows": sum(e["rows"] for e in entries),
+            "bytes": sum(e["bytes"] for e in entries),
+            "shards": entries,
+        }
+        rows[table] = manifest["tables"][table]["rows"]
+        total_bytes += manifest["tables"][table]["bytes"]
+    lease.renew()  # a build whose lease was collected must not publish
+    publish(store, manifest, token)
+    return BuildResult(
+        version=version,
+        parent=manifest["parent"],
+        rows=rows,
+        n_shards=shards,
+        bytes=total_bytes,
+        seconds=0.0,
+    )
+
+
+def _sql_text(path: Path) -> str:
+    """A path as a DuckDB string literal."""
+    return "'" + str(path).replace("'", "''") + "'"
 
 
 def _upload_shard(
@@ -308,7 +406,7 @@ def _upload_shard(
         path = tmp / f"{table}-{shard}.parquet"
         if files:
             con.execute(
-                f"COPY (SELECT * FROM read_parquet(?)) TO '{path}' "
+                f"COPY (SELECT * FROM read_parquet(?)) TO {_sql_text(path)} "
                 "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 65536)",
                 [[str(f) for f in files]],
             )

@@ -24,7 +24,7 @@ from typing import Any, Generic, TypeVar
 
 from atlas.errors import AtlasError, CorruptData, InvalidInput, NotFound, StoreUnavailable
 from atlas.index import consent, layout
-from atlas.index.build import connect, duck_url, load_manifest, read_current
+from atlas.index.build import connect, duck_url, load_manifest, read_current, require_store
 from atlas.index.expr import (
     And,
     Column,
@@ -128,6 +128,7 @@ class SiteIndex:
     @classmethod
     def open(cls, name: str, store: Store, version: str | None = None) -> SiteIndex:
         """Open the current version (or ``version``), checking the manifest's checksum."""
+        require_store(store)
         pointer, _ = read_current(store)
         if pointer is None:
             raise NotFound(

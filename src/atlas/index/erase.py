@@ -6,12 +6,20 @@ simply be run again:
 1. publish a new index version without the subject (compare-and-swap, like a build);
 2. amend every older version that still lists the subject: its affected shard objects are
    rewritten without the subject's rows, manifests updated, the old objects deleted;
-3. delete the subject's images (every collection), staging records, journal entries and
+3. remove every other index object that holds the subject: shards no manifest lists (left by
+   an erasure interrupted after step 2 rewrote the manifests), unpublished versions of builds
+   that are no longer running (:mod:`atlas.index.gc`) and build scratch files;
+4. delete the subject's images (every collection), staging records, journal entries and
    consent entry;
-4. verify: no object key and no index version mentions the subject any more;
-5. record the erasure in the append-only audit log (by fingerprint, not by pseudonym).
+5. fence: swing ``_index/CURRENT`` once more, so that a build that read the staging records
+   before step 4 can no longer publish them;
+6. verify by scanning every object under the index, published or not, the staging records,
+   every key name and this machine's scratch folders of the store (:mod:`atlas.index.traces`);
+7. record the erasure in the append-only audit log (by fingerprint, not by pseudonym).
 
-Every step is idempotent; a run killed at any point is completed by running it again.
+Every step is idempotent; a run killed at any point is completed by running it again. Erasing
+a subject of whom nothing is stored raises :class:`~atlas.errors.NotFound`, except that an
+erasure which had finished everything but its audit record is completed.
 """
 
 from __future__ import annotations
@@ -20,18 +28,22 @@ import hashlib
 import io
 import json
 import time
+import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from atlas.errors import AtlasError, InvalidInput, NotFound
-from atlas.index import audit, consent, layout
+from atlas.index import audit, consent, gc, layout, scratch, traces
 from atlas.index.build import (
     ConcurrentBuild,
-    claim_version,
+    abandon,
     load_manifest,
     publish,
     read_current,
+    require_store,
 )
+from atlas.index.lease import claim, read_lease
 from atlas.ingest.journal import JOURNAL_PREFIX
 from atlas.ingest.records import STAGING_PREFIX
 from atlas.storage import Store
@@ -49,6 +61,7 @@ class ErasureReport:
     objects_deleted: int = 0
     index_rows_removed: int = 0
     versions_amended: list[str] = field(default_factory=list)
+    unpublished_removed: list[str] = field(default_factory=list)
     new_version: str | None = None
     seconds: float = 0.0
 
@@ -131,9 +144,73 @@ def _amend_manifests(store: Store, subject_id: str, report: ErasureReport) -> No
                 layout.CURRENT_KEY, json.dumps(new_pointer, sort_keys=True).encode(), token
             ):
                 raise ConcurrentBuild("the index changed during erasure; run the erasure again")
-    for old_key in replaced:
-        store.delete(old_key)
-        report.objects_deleted += 1
+    _delete_replaced(store, list(replaced), report)
+
+
+def _delete_replaced(store: Store, keys: list[str], report: ErasureReport) -> None:
+    """The last part of step 2: the shard objects the manifests no longer list."""
+    store.delete_many(keys)
+    report.objects_deleted += len(keys)
+
+
+def _sweep_index(store: Store, subject_id: str, report: ErasureReport, workdir: str | None) -> None:
+    """Step 3: index objects that hold the subject although no manifest lists them."""
+    manifests = {v: load_manifest(store, v) for v in _versions(store)}
+    listed = {
+        e["key"]
+        for m in manifests.values()
+        for t in layout.TABLES
+        for e in m["tables"][t]["shards"]
+        if e.get("key")
+    }
+    live: dict[str, bool] = {}
+
+    def is_live(version: str) -> bool:
+        if version not in live:
+            lease, _ = read_lease(store, version)
+            live[version] = lease is not None and lease.live()
+        return live[version]
+
+    # a dead build's scratch folder inside a version folder goes whole
+    orphans = [
+        k for v, keys in gc.folders(store).items() if not is_live(v)
+        for k in keys if k.startswith(f"{layout.version_prefix(v)}/{scratch.SCRATCH_NAME}/")
+    ]  # fmt: skip
+    dead_unpublished: set[str] = set()
+    for trace in traces.index_traces(store, subject_id, workdir):
+        key = trace.where
+        if not key.startswith(f"{layout.INDEX_PREFIX}/versions/") or key in listed:
+            continue  # local scratch is swept below; listed shards were amended in step 2
+        version = key.split("/")[2]
+        if is_live(version):
+            continue  # a running build's: it cannot publish after the fence; verify reports it
+        if version not in manifests:
+            dead_unpublished.add(version)
+        elif key not in orphans:
+            orphans.append(key)
+    if dead_unpublished:
+        collected = gc.collect_garbage(store, workdir=workdir, only=lambda v: v in dead_unpublished)
+        report.unpublished_removed += collected.removed
+        report.objects_deleted += collected.objects_deleted
+    store.delete_many(orphans)
+    report.objects_deleted += len(orphans)
+    scratch.sweep(store, workdir)
+
+
+def _fence(store: Store) -> None:
+    """Step 5: change ``_index/CURRENT`` (same version) so stale builds fail to publish."""
+    for _ in range(5):
+        try:
+            raw, token = store.read_versioned(layout.CURRENT_KEY)
+        except NotFound:
+            return
+        pointer = json.loads(raw)
+        pointer["fence"] = uuid.uuid4().hex
+        if store.put_if_match(
+            layout.CURRENT_KEY, json.dumps(pointer, sort_keys=True).encode(), token
+        ):
+            return
+    raise ConcurrentBuild("the index kept changing during erasure; run the erasure again")
 
 
 def _publish_without(store: Store, subject_id: str, report: ErasureReport) -> None:
@@ -152,28 +229,37 @@ def _publish_without(store: Store, subject_id: str, report: ErasureReport) -> No
         }
         if not any(removed for _, removed in filtered.values()):
             return
-        version = claim_version(store, pointer)
+        lease = claim(store, pointer)
+        version = lease.version
         new_manifest = json.loads(json.dumps(manifest))
         new_manifest.update(version=version, parent=pointer["version"],
                             created_unix=int(time.time()))  # fmt: skip
         new_manifest.pop("amended_by_erasure", None)
-        for table, (data, removed) in filtered.items():
-            entry = new_manifest["tables"][table]["shards"][shard]
-            key = layout.shard_key(version, table, shard, n)
-            store.write_bytes(key, data)
-            entry.update(key=key, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
-            entry["rows"] = int(entry["rows"]) - removed
-            new_manifest["tables"][table]["rows"] -= removed
         try:
-            publish(store, new_manifest, token)
+            with lease:
+                for table, (data, removed) in filtered.items():
+                    entry = new_manifest["tables"][table]["shards"][shard]
+                    key = layout.shard_key(version, table, shard, n)
+                    store.write_bytes(key, data)
+                    entry.update(key=key, sha256=hashlib.sha256(data).hexdigest(),
+                                 bytes=len(data))  # fmt: skip
+                    entry["rows"] = int(entry["rows"]) - removed
+                    new_manifest["tables"][table]["rows"] -= removed
+                lease.renew()
+                publish(store, new_manifest, token)
         except ConcurrentBuild:
+            abandon(store, lease)
             continue
+        except BaseException:
+            abandon(store, lease)
+            raise
+        lease.end("published")
         report.new_version = version
         return
     raise ConcurrentBuild("the index kept changing during erasure; run the erasure again")
 
 
-def _subject_keys(store: Store, subject_id: str) -> list[str]:
+def _subject_keys(store: Store, subject_id: str, listing: list[str] | None = None) -> list[str]:
     """Every object key that belongs to the subject (images, staging, journal, consent)."""
     import pyarrow.parquet as pq
 
@@ -191,7 +277,7 @@ def _subject_keys(store: Store, subject_id: str) -> list[str]:
         rows = [r for r in table.to_pylist() if r["subject_id"] == subject_id]
         if rows:
             series.update(r["series_id"] for r in rows)
-    for key in store.list():
+    for key in store.list() if listing is None else listing:
         parts = key.split("/")
         if len(parts) > 2 and parts[1] == subject_id and not key.startswith("_"):
             keys.append(key)  # <collection>/<subject>/...
@@ -204,35 +290,69 @@ def _subject_keys(store: Store, subject_id: str) -> list[str]:
     return keys
 
 
-def verify_erased(store: Store, subject_id: str) -> list[str]:
-    """Where the subject is still mentioned (empty when erasure is complete)."""
-    import pyarrow.parquet as pq
+def verify_erased(store: Store, subject_id: str, workdir: str | None = None) -> list[str]:
+    """Every place that still holds the subject (empty when erasure is complete).
 
-    problems = [k for k in store.list() if subject_id in k]
-    for version in _versions(store):
-        manifest = load_manifest(store, version)
-        shard = layout.shard_of(subject_id, int(manifest["n_shards"]))
-        for table in layout.TABLES:
-            entry = manifest["tables"][table]["shards"][shard]
-            if not entry.get("key"):
-                continue
-            ids = pq.read_table(io.BytesIO(store.read_bytes(entry["key"])), columns=["subject_id"])
-            if subject_id in set(ids["subject_id"].to_pylist()):
-                problems.append(f"index {version} {table} shard {shard}")
-    return problems
+    Scans every object under the index (each version folder, published or not, every shard,
+    scratch files), the staging records, every key name and this machine's scratch folders of
+    the store; see :mod:`atlas.index.traces`.
+    """
+    return [str(t) for t in traces.find(store, subject_id, workdir=workdir)]
 
 
-def erase_subject(store: Store, subject_id: str) -> ErasureReport:
-    """Erase one subject (by pseudonym) from the site; see the module docstring."""
+def _unfinished(events: list[dict[str, Any]], fp: str) -> bool:
+    """Whether the audit log has an erasure of ``fp`` that started and never finished."""
+    state = False
+    for event in events:
+        if event.get("subject") == fp:
+            if event["action"] == "erase-start":
+                state = True
+            elif event["action"] == "erase-done":
+                state = False
+    return state
+
+
+def _not_found(store: Store, fp: str, events: list[dict[str, Any]]) -> NotFound:
+    done = [e for e in events if e.get("subject") == fp and e["action"] == "erase-done"]
+    before = ""
+    if done:
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(done[-1]["time_unix_ns"] / 1e9))
+        before = f"; the audit log records its erasure at {when}"
+    return NotFound(
+        f"nothing of subject {fp} (fingerprint) is stored at {store.url}: nothing was erased"
+        f"{before}. Check the pseudonym (or the --patient-id and the site secret)",
+        site=store.site,
+        location=store.url,
+    )
+
+
+def erase_subject(store: Store, subject_id: str, workdir: str | None = None) -> ErasureReport:
+    """Erase one subject (by pseudonym) from the site; see the module docstring.
+
+    Raises
+    ------
+    NotFound
+        The store does not exist, or nothing of the subject is stored there.
+    ErasureIncomplete
+        Verification still found the subject (e.g. in a running build's files); run again.
+    """
     if not subject_id or "/" in subject_id or subject_id.startswith("."):
         raise InvalidInput("give the subject's pseudonymous id")
+    require_store(store)
     t0 = time.perf_counter()
     fp = audit.fingerprint(store, subject_id)
     report = ErasureReport(fingerprint=fp)
-    audit.record(store, "erase-start", subject=fp)
+    listing = store.list()
+    keys = _subject_keys(store, subject_id, listing)
+    if not keys and not traces.find(store, subject_id, workdir=workdir, keys=listing):
+        events = audit.events(store)
+        if not _unfinished(events, fp):
+            raise _not_found(store, fp, events)
+    else:
+        audit.record(store, "erase-start", subject=fp)
     _publish_without(store, subject_id, report)
     _amend_manifests(store, subject_id, report)
-    keys = _subject_keys(store, subject_id)
+    _sweep_index(store, subject_id, report, workdir)
     store.delete_many(keys)
     report.objects_deleted += len(keys)
     if store.location.scheme == "file":
@@ -240,12 +360,20 @@ def erase_subject(store: Store, subject_id: str) -> ErasureReport:
 
         for top in sorted({key.split("/")[0] for key in keys}):
             prune_empty_dirs(str(store.location.child(top).root))
-    left = verify_erased(store, subject_id)
+    _fence(store)
+    left = traces.find(store, subject_id, workdir=workdir)
     if left:
+        running = sum(1 for t in left if _in_live_build(store, t.where, workdir))
+        hint = (
+            f" ({running} in the files of an index build that is still running: it can no "
+            "longer publish them; rerun the erasure when it has ended)"
+            if running
+            else ""
+        )
         audit.record(store, "erase-incomplete", subject=fp, remaining=len(left))
         raise ErasureIncomplete(
             f"erasure of subject {fp} (fingerprint) is incomplete: {len(left)} place(s) still "
-            "mention it; run the erasure again",
+            f"hold it{hint}; run the erasure again",
             site=store.site,
             location=store.url,
         )
@@ -257,6 +385,20 @@ def erase_subject(store: Store, subject_id: str) -> ErasureReport:
         objects_deleted=report.objects_deleted,
         index_rows_removed=report.index_rows_removed,
         versions_amended=report.versions_amended,
+        unpublished_removed=report.unpublished_removed,
         new_version=report.new_version,
     )
     return report
+
+
+def _in_live_build(store: Store, where: str, workdir: str | None) -> bool:
+    """Whether a trace lies in the files of a build that is still running."""
+    if where.startswith(f"{layout.INDEX_PREFIX}/versions/"):
+        lease, _ = read_lease(store, where.split("/")[2])
+        return lease is not None and lease.live()
+    root = scratch.local_root(store, workdir)
+    try:
+        name = Path(where).relative_to(root).parts[0]
+    except (ValueError, IndexError):
+        return False
+    return scratch.live(store, name)

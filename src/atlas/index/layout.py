@@ -3,8 +3,10 @@
 ::
 
     _index/CURRENT                                   pointer: {"version", "manifest_sha256"}
+    _index/versions/<version>/CLAIM                  the lease of the build writing it
     _index/versions/<version>/manifest.json          shards, row counts, checksums, statistics
     _index/versions/<version>/<table>/shard-<i>-of-<n>.parquet
+    _index/versions/<version>/_scratch/              a local store's build scratch (temporary)
     _consent/collections/<collection>.json           default consent scopes of a collection
     _consent/subjects/<subject>.json                 a subject's own scopes (overrides)
     _releases/<name>.json                            pinned versions across sites
@@ -20,9 +22,13 @@ from __future__ import annotations
 import hashlib
 import math
 
+from atlas.errors import InvalidInput
+
 INDEX_PREFIX = "_index"
 CURRENT_KEY = f"{INDEX_PREFIX}/CURRENT"
 TABLES = ("series", "images", "annotations")
+#: the most shards a table may have (names hold five digits; 4096 x 2M rows is plenty)
+MAX_SHARDS = 4096
 #: rows of the images table per shard the builder aims for
 TARGET_ROWS_PER_SHARD = 2_000_000
 
@@ -52,6 +58,21 @@ def shard_count(image_rows: int, target: int = TARGET_ROWS_PER_SHARD) -> int:
     """Shards for an index of ``image_rows`` rows: a power of two, at least 1."""
     need = max(1, math.ceil(image_rows / max(target, 1)))
     return 1 << (need - 1).bit_length()
+
+
+def check_shard_count(n_shards: int) -> int:
+    """``n_shards`` if it is a power of two from 1 to :data:`MAX_SHARDS`, else InvalidInput."""
+    if (
+        isinstance(n_shards, bool)
+        or not isinstance(n_shards, int)
+        or not 1 <= n_shards <= MAX_SHARDS
+        or n_shards & (n_shards - 1)
+    ):
+        raise InvalidInput(
+            f"the number of shards must be a power of two from 1 to {MAX_SHARDS} "
+            f"(1, 2, 4, 8, ...), got {n_shards!r}"
+        )
+    return n_shards
 
 
 def version_name(number: int) -> str:

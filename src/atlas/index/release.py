@@ -15,8 +15,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from atlas.errors import AlreadyExists, InvalidInput, NotFound
-from atlas.index.build import read_current
+from atlas.errors import AlreadyExists, CorruptData, InvalidInput, NotFound
+from atlas.index.build import read_current, require_store
 from atlas.storage import Store
 
 RELEASE_PREFIX = "_releases"
@@ -34,6 +34,7 @@ def create_release(stores: Mapping[str, Store], name: str, note: str = "") -> di
     key = _key(name)
     pinned: dict[str, str] = {}
     for site, store in stores.items():
+        require_store(store)
         pointer, _ = read_current(store)
         if pointer is None:
             raise NotFound(f"site {site!r} has no index to release; build it first", site=site)
@@ -51,12 +52,26 @@ def load_release(stores: Mapping[str, Store], name: str) -> dict[str, str]:
     versions: dict[str, str] = {}
     found = False
     for site, store in stores.items():
+        require_store(store)
         try:
             body: dict[str, Any] = json.loads(store.read_bytes(key))
         except NotFound:
             continue
+        except ValueError as exc:
+            raise CorruptData(
+                f"release {name!r} at site {site!r} ({key}) is not valid JSON", site=site
+            ) from exc
         found = True
-        versions[site] = body["versions"][site]
+        pinned = body.get("versions") if isinstance(body, dict) else None
+        if not isinstance(pinned, dict) or site not in pinned:
+            held = sorted(pinned) if isinstance(pinned, dict) else []
+            raise NotFound(
+                f"release {name!r} stored at site {site!r} pins no version for a site named "
+                f"{site!r}; it holds {held}. Query with the site name the release was created "
+                "with (--site), or create a new release",
+                site=site,
+            )
+        versions[site] = str(pinned[site])
     if not found:
         raise NotFound(f"no release named {name!r} at any site")
     return versions

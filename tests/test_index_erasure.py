@@ -1,0 +1,232 @@
+"""Erasure covers every object that holds a subject; unpublished versions and garbage collection."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import atlas.index.build as build_mod
+import atlas.index.erase as erase_mod
+from atlas.errors import NotFound
+from atlas.index import audit, consent, layout
+from atlas.index.build import build_index, load_manifest, read_current
+from atlas.index.catalog import open_atlas
+from atlas.index.erase import erase_subject, verify_erased
+from atlas.index.gc import collect_garbage, folders
+from atlas.index.lease import LeaseLost, claim, read_lease
+from atlas.index.release import create_release, load_release
+from atlas.ingest import records
+from atlas.storage import Store, open_store
+from atlas.testing.records import generate_site
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def _site(root: Path | str, n_subjects: int = 8) -> Store:
+    store = open_store(root, site="a")
+    gen = generate_site(store, "a", n_subjects=n_subjects, seed=3)
+    for c in gen.collections:
+        consent.set_collection_default(store, c, ["research"])
+    return store
+
+
+def _subjects(store: Store) -> list[str]:
+    return sorted({r["subject_id"] for r in records.read_table(store, "series").to_pylist()})
+
+
+def _unlisted_parquet(store: Store) -> list[str]:
+    """Index Parquet objects no manifest lists."""
+    listed = set()
+    for version, keys in folders(store).items():
+        if layout.manifest_key(version) in keys:
+            m = load_manifest(store, version)
+            listed |= {e["key"] for t in layout.TABLES for e in m["tables"][t]["shards"]}
+    return [
+        k for k in store.list(f"{layout.INDEX_PREFIX}/")
+        if k.endswith(".parquet") and k not in listed
+    ]  # fmt: skip
+
+
+KILLED_BUILD = textwrap.dedent(
+    """
+    import sys, time
+    import atlas.index.build as b
+    from atlas.storage import open_store
+
+    def stall(*args, **kwargs):   # every shard is written; the manifest is not
+        print("ready", flush=True)
+        time.sleep(600)
+
+    b.publish = stall
+    b.build_index(open_store(sys.argv[1], site="a"), n_shards=2, lease_s=1.0)
+    """
+)
+
+
+def test_build_killed_before_publish_is_found_and_erased(tmp_path) -> None:
+    store = _site(tmp_path / "site")
+    build_index(store, n_shards=2)
+    victim = _subjects(store)[0]
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(system_tmp), "PYTHONPATH": SRC}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_BUILD, str(tmp_path / "site")],
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    # the killed build left a claimed, unpublished version holding the subject's rows ...
+    unpublished = sorted(folders(store))[-1]
+    assert read_current(store)[0]["version"] != unpublished
+    assert not store.exists(layout.manifest_key(unpublished))
+    found = verify_erased(store, victim)
+    assert any(unpublished in place and "(rows)" in place for place in found), found
+    # ... and nothing outside the store: its scratch lived inside the version folder
+    assert list(system_tmp.rglob("*")) == []
+    time.sleep(1.1)  # its lease (1 s) expires: nobody is building any more
+    report = erase_subject(store, victim)
+    assert report.unpublished_removed == [unpublished]
+    assert verify_erased(store, victim) == []
+    assert [k for k in folders(store).get(unpublished, [])] == [
+        f"{layout.version_prefix(unpublished)}/CLAIM"
+    ]
+    lease, _ = read_lease(store, unpublished)
+    assert lease is not None and lease.state == "collected"
+    assert open_atlas({"a": store}, purpose="research").images.count().value > 0
+
+
+def test_erasure_interrupted_before_old_shards_are_deleted(tmp_path, monkeypatch) -> None:
+    store = _site(tmp_path / "site")
+    build_index(store, n_shards=2)
+    build_index(store, n_shards=2)
+    victim = _subjects(store)[1]
+
+    def power_cut(*args, **kwargs):
+        raise KeyboardInterrupt("power cut")
+
+    monkeypatch.setattr(erase_mod, "_delete_replaced", power_cut)
+    with pytest.raises(KeyboardInterrupt):
+        erase_subject(store, victim)
+    monkeypatch.undo()
+    # manifests were rewritten; the old shard objects are orphans that still hold the subject
+    orphans = _unlisted_parquet(store)
+    assert orphans
+    found = verify_erased(store, victim)
+    assert {o for o in orphans} <= {p.split(" ")[0] for p in found}
+    erase_subject(store, victim)
+    assert verify_erased(store, victim) == []
+    assert _unlisted_parquet(store) == []
+
+
+def test_erasure_that_only_missed_its_audit_record_is_completed(tmp_path, monkeypatch) -> None:
+    store = _site(tmp_path / "site", n_subjects=4)
+    build_index(store)
+    victim = _subjects(store)[0]
+    real = audit.record
+
+    def lose_done(st, action, **details):
+        if action == "erase-done":
+            raise KeyboardInterrupt("killed before the audit record")
+        return real(st, action, **details)
+
+    monkeypatch.setattr(erase_mod.audit, "record", lose_done)
+    with pytest.raises(KeyboardInterrupt):
+        erase_subject(store, victim)
+    monkeypatch.undo()
+    erase_subject(store, victim)  # nothing left to delete, but the erasure is finished
+    assert [e["action"] for e in audit.events(store)][-2:] == ["erase-start", "erase-done"]
+    with pytest.raises(NotFound, match="nothing of subject"):
+        erase_subject(store, victim)
+    with pytest.raises(NotFound, match="nothing of subject"):
+        erase_subject(store, "no-such-subject-anywhere")
+    assert sum(e["action"] == "erase-start" for e in audit.events(store)) == 1
+
+
+@pytest.mark.parametrize("scheme", ["file", "memory"])
+def test_failed_build_leaves_no_scratch_and_no_shards(tmp_path, monkeypatch, scheme) -> None:
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(system_tmp))
+    root = tmp_path / "site" if scheme == "file" else f"memory://failed-build-{os.getpid()}"
+    store = _site(root, n_subjects=4)
+    build_index(store, n_shards=2)
+    before = set(store.list())
+    real = build_mod._upload_shard
+    calls = []
+
+    def fail_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(build_mod, "_upload_shard", fail_second)
+    with pytest.raises(OSError, match="disk full"):
+        build_index(store, n_shards=2)
+    assert list(system_tmp.rglob("*")) == []  # no spill or part file survives
+    left = set(store.list()) - before
+    assert left == {f"{layout.version_prefix('v000002')}/CLAIM"}, left
+    lease, _ = read_lease(store, "v000002")
+    assert lease is not None and lease.state == "abandoned"
+    if scheme == "file":
+        assert not (tmp_path / "site" / layout.version_prefix("v000002") / "_scratch").exists()
+
+
+def test_gc_removes_only_dead_unpublished_versions(tmp_path) -> None:
+    store = _site(tmp_path / "site", n_subjects=4)
+    v1 = build_index(store).version
+    create_release({"a": store}, "r1")
+    v2 = build_index(store).version
+    pointer, _ = read_current(store)
+
+    def unpublished(ttl_s: float):
+        lease = claim(store, pointer, ttl_s=ttl_s)
+        store.write_bytes(layout.shard_key(lease.version, "images", 0, 1), b"rows")
+        return lease
+
+    dead = unpublished(0.05)
+    live = unpublished(60).start()  # a running build, heartbeat on
+    legacy = "v000099"  # a folder of a build from before leases: shards, no claim
+    store.write_bytes(layout.shard_key(legacy, "images", 0, 1), b"rows")
+    time.sleep(0.1)
+    listing = store.list()
+    dry = collect_garbage(store, dry_run=True)
+    assert store.list() == listing
+    assert sorted(dry.removed) == sorted([dead.version, legacy])
+    reasons = {f.version: f.reason for f in dry.versions}
+    assert "live lease" in reasons[live.version] and reasons[v1] and reasons[v2] == "current"
+    done = collect_garbage(store)
+    assert sorted(done.removed) == sorted([dead.version, legacy]) and done.objects_deleted == 2
+    for v in (dead.version, legacy):
+        assert folders(store)[v] == [f"{layout.version_prefix(v)}/CLAIM"]
+    assert store.exists(layout.shard_key(live.version, "images", 0, 1))
+    live.renew()  # the running build still owns its lease
+    with pytest.raises(LeaseLost):
+        dead.renew()  # a stalled build finds its lease collected and must not publish
+    # the published history and the release stay readable
+    assert open_atlas({"a": store}, purpose="research").images.count().value > 0
+    pinned = open_atlas({"a": store}, purpose="research", versions=load_release({"a": store}, "r1"))
+    assert pinned.versions == {"a": v1} and pinned.images.count().value > 0
+    # once the running build's lease has expired, its folder is garbage too
+    later = collect_garbage(store, now=time.time() + 120)
+    assert later.removed == [live.version]
+    with pytest.raises(LeaseLost):
+        live.renew()
+    live.stop()
+    # version names are never reused
+    assert build_index(store).version == "v000100"
+    assert json.loads(store.read_bytes(layout.CURRENT_KEY))["version"] == "v000100"
