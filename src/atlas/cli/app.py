@@ -109,7 +109,9 @@ def main() -> None:
     try:
         app()
     except AtlasError as exc:
-        Console(stderr=True).print(f"[red]error:[/] {type(exc).__name__}: {escape(str(exc))}")
+        Console(stderr=True, soft_wrap=True).print(
+            f"[red]error:[/] {type(exc).__name__}: {escape(str(exc))}"
+        )
         raise SystemExit(2) from None
 
 

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from atlas.errors import AtlasError, InvalidInput
 from atlas.storage import Store
+
+T = TypeVar("T")
 
 SitesOption = typer.Option(None, "--sites", help="sites.toml (default: $ATLAS_SITES).")
 StoreOption = typer.Option(None, "--store", help="A single store URL instead of sites.toml.")
@@ -40,7 +46,42 @@ def _one(stores: dict[str, Store], site: str | None) -> tuple[str, Store]:
         return site, stores[site]
     if len(stores) == 1:
         return next(iter(stores.items()))
-    raise typer.BadParameter(f"choose a site with --site: {sorted(stores)}")
+    raise InvalidInput(f"choose a site with --site: {sorted(stores)}")
+
+
+def _error_line(text: str) -> None:
+    """One ``error:`` line on stderr (the form every failed command ends with)."""
+    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/] {escape(text)}")
+
+
+def _fail_sites(failed: Mapping[str, str], what: str) -> None:
+    """Name each site that failed, one ``error:`` line each, and exit with status 2."""
+    for name, why in sorted(failed.items()):
+        _error_line(f"site {name} {what}: {why}")
+    raise typer.Exit(2)
+
+
+def _per_site(
+    targets: Mapping[str, Store], fn: Callable[[Store], T]
+) -> tuple[dict[str, T], dict[str, str]]:
+    """Run ``fn`` on each site; ``(results, site -> "Error: message")``."""
+    done: dict[str, T] = {}
+    failed: dict[str, str] = {}
+    for name, st in targets.items():
+        try:
+            done[name] = fn(st)
+        except (AtlasError, OSError, ValueError) as exc:
+            failed[name] = f"{type(exc).__name__}: {exc}"
+    return done, failed
+
+
+def _store_args(sites: Path | None, store: str | None, site: str) -> str:
+    """The options that name one site again, for a command line we suggest."""
+    if store is not None:
+        return f"--store {shlex.quote(store)} --site {shlex.quote(site)}"
+    if sites is not None:
+        return f"--sites {shlex.quote(str(sites))} --site {shlex.quote(site)}"
+    return f"--site {shlex.quote(site)}"
 
 
 @index_app.command("build")
@@ -48,35 +89,73 @@ def index_build(
     sites: Path | None = SitesOption,
     store: str | None = StoreOption,
     site: str = SiteOption,
-    shards: int = typer.Option(0, help="Number of shards (power of two; default: by size)."),
+    shards: int = typer.Option(
+        0, help="Number of shards: a power of two from 1 to 4096 (0: chosen by size)."
+    ),
     memory_limit: str = typer.Option("2GB", help="DuckDB memory limit for the build."),
 ) -> None:
     """Compact staging records into a new index version and publish it atomically."""
     from atlas.index.build import build_index
+    from atlas.index.layout import check_shard_count
+
+    if shards != 0:
+        check_shard_count(shards)
+    stores = resolve_stores(sites, store, site)
+    targets = {site: stores[site]} if site in stores else stores
+    built, failed = _per_site(
+        targets,
+        lambda st: build_index(st, n_shards=shards or None, memory_limit=memory_limit),
+    )
+    if built:
+        table = Table(title="Index builds")
+        for col in ("site", "version", "parent", "shards", "series", "images", "annotations",
+                    "MB", "s"):  # fmt: skip
+            table.add_column(col)
+        for name, r in built.items():
+            table.add_row(
+                name, r.version, r.parent or "-", str(r.n_shards), str(r.rows["series"]),
+                str(r.rows["images"]), str(r.rows["annotations"]), f"{r.bytes / 1e6:.2f}",
+                f"{r.seconds:.1f}",
+            )  # fmt: skip
+        Console().print(table)
+    if failed:
+        _fail_sites(failed, "was not built")
+
+
+@index_app.command("gc")
+def index_gc(
+    sites: Path | None = SitesOption,
+    store: str | None = StoreOption,
+    site: str = SiteOption,
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Only list what would be removed; delete nothing."
+    ),
+) -> None:
+    """Remove index versions that were never published and whose build is no longer running.
+
+    Published versions (the current one and its history), versions pinned by a release and
+    versions whose build holds a live lease are always kept.
+    """
+    from atlas.index.gc import collect_garbage
 
     stores = resolve_stores(sites, store, site)
     targets = {site: stores[site]} if site in stores else stores
-    table = Table(title="Index builds")
-    for col in (
-        "site",
-        "version",
-        "parent",
-        "shards",
-        "series",
-        "images",
-        "annotations",
-        "MB",
-        "s",
-    ):
+    reports, failed = _per_site(targets, lambda st: collect_garbage(st, dry_run=dry_run))
+    title = "Index garbage (dry run: nothing deleted)" if dry_run else "Index garbage"
+    table = Table(title=title)
+    for col in ("site", "version", "action", "objects", "why"):
         table.add_column(col)
-    for name, st in targets.items():
-        r = build_index(st, n_shards=shards or None, memory_limit=memory_limit)
-        table.add_row(
-            name, r.version, r.parent or "-", str(r.n_shards), str(r.rows["series"]),
-            str(r.rows["images"]), str(r.rows["annotations"]), f"{r.bytes / 1e6:.2f}",
-            f"{r.seconds:.1f}",
-        )  # fmt: skip
-    Console().print(table)
+    gone = "would remove" if dry_run else "removed"
+    for name, report in reports.items():
+        for f in report.versions:
+            table.add_row(name, f.version, gone if f.remove else "kept", str(f.objects),
+                          escape(f.reason))  # fmt: skip
+        for path in report.scratch_removed:
+            table.add_row(name, "-", f"{gone} scratch", "-", escape(path))
+    if reports:
+        Console().print(table)
+    if failed:
+        _fail_sites(failed, "was not collected")
 
 
 @index_app.command("show")
@@ -89,6 +168,8 @@ def index_show(
     from atlas.index.catalog import open_atlas
 
     atlas = open_atlas(resolve_stores(sites, store, site), purpose="research")
+    if not atlas.sites:
+        _fail_sites(atlas.missing, "did not answer")
     table = Table(title="Index versions")
     for col in ("site", "version", "shards", "series", "images", "annotations"):
         table.add_column(col)
@@ -124,29 +205,39 @@ def query_command(
     from atlas.index.release import load_release
 
     if fmt not in ("table", "json", "parquet"):
-        raise typer.BadParameter("format must be table, json or parquet")
+        raise InvalidInput("--format must be table, json or parquet")
+    if table not in ("series", "images", "annotations"):
+        raise InvalidInput("--table must be series, images or annotations")
+    if fmt == "parquet" and output is None:
+        raise InvalidInput("--format parquet needs --output FILE")
+    if limit < 0:
+        raise InvalidInput("--limit must be 0 (all rows) or more")
     stores = resolve_stores(sites, store, site)
     versions = load_release(stores, release) if release else None
     atlas = open_atlas(stores, purpose=purpose, versions=versions, strict=strict)
-    query = getattr(atlas, table) if table in ("series", "images", "annotations") else None
-    if query is None:
-        raise typer.BadParameter("table must be series, images or annotations")
+    if not atlas.sites:
+        _fail_sites(atlas.missing, "did not answer")
+    query = getattr(atlas, table)
     if expression:
         query = query.where(expression)
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     if count:
         result = query.count()
+        if len(result.missing_sites) >= len(stores):
+            _fail_sites(result.missing_sites, "did not answer")
         typer.echo(json.dumps({"count": result.value}) if fmt == "json" else str(result.value))
+        empty = result.value == 0
     else:
         if limit:
             query = query.limit(limit)
         result = query.to_arrow()
+        if len(result.missing_sites) >= len(stores):
+            _fail_sites(result.missing_sites, "did not answer")
         rows = result.value
+        empty = rows is None or rows.num_rows == 0
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
-            if output is None:
-                raise typer.BadParameter("--format parquet needs --output FILE")
             if rows is not None:
                 pq.write_table(rows, output)
             err.print(f"wrote {0 if rows is None else rows.num_rows} rows to {output}")
@@ -158,6 +249,43 @@ def query_command(
     if result.partial:
         for name, why in result.missing_sites.items():
             err.print(f"[yellow]partial result: site {name} did not answer: {escape(why)}[/]")
+    if empty:
+        answered = {n: s for n, s in atlas.sites.items() if n not in result.missing_sites}
+        _consent_notes(answered, purpose, lambda name: _store_args(sites, store, name))
+
+
+def _consent_notes(answered: Mapping[str, Any], purpose: str, where: Callable[[str], str]) -> None:
+    """After an empty result: say which collections no recorded consent covers for ``purpose``.
+
+    Only the consent registry and the index's per-collection defaults are consulted, so the
+    note reveals no count and no subject.
+    """
+    from atlas.index import consent
+
+    err = Console(stderr=True, soft_wrap=True)
+    for name, idx in sorted(answered.items()):
+        defaults, _ = consent.load(idx.store)
+        built = idx.manifest.get("collections")
+        if built is None:  # an index built before manifests listed collections
+            built = {c: [] for c in defaults} if defaults else {"<collection>": []}
+        missing, stale = consent.gaps(defaults, built, purpose)
+        args = where(name)
+        if missing:
+            first = missing[0] if missing[0] != "<collection>" else "NAME"
+            err.print(
+                f"note: at site {escape(name)}, no recorded consent covers purpose "
+                f"{escape(purpose)!r} for collection(s) {escape(', '.join(missing))}: their rows "
+                "are never returned for it. If that consent was given, record it with "
+                f"`atlas consent set {escape(purpose)} --collection {escape(first)} "
+                f"{escape(args)}`, then rebuild with `atlas index build {escape(args)}`."
+            )
+        if stale:
+            err.print(
+                f"note: at site {escape(name)}, consent for {escape(purpose)!r} was recorded "
+                f"for collection(s) {escape(', '.join(stale))} after index version "
+                f"{escape(idx.version)} was built; rebuild with "
+                f"`atlas index build {escape(args)}`."
+            )
 
 
 def _print_rows(rows: object) -> None:
@@ -207,7 +335,7 @@ def consent_set(
     from atlas.index import consent
 
     if (collection is None) == (subject is None):
-        raise typer.BadParameter("give exactly one of --collection or --subject")
+        raise InvalidInput("give exactly one of --collection or --subject")
     _, st = _one(resolve_stores(sites, store, site), site)
     values = [s.strip() for s in scopes.split(",") if s.strip()]
     if collection:
@@ -233,7 +361,7 @@ def erase_command(
     from atlas.index.erase import erase_subject
 
     if (subject is None) == (patient_id is None):
-        raise typer.BadParameter("give exactly one of --subject or --patient-id")
+        raise InvalidInput("give exactly one of --subject or --patient-id")
     if patient_id is not None:
         from atlas.ingest.deid import Deidentifier
 
@@ -246,6 +374,9 @@ def erase_command(
     table.add_row("index rows removed", str(report.index_rows_removed))
     table.add_row("new index version", report.new_version or "-")
     table.add_row("versions amended", ", ".join(report.versions_amended) or "-")
-    table.add_row("verified", "no object or index version mentions the subject")
+    table.add_row("unpublished versions removed", ", ".join(report.unpublished_removed) or "-")
+    table.add_row(
+        "verified", "no object in the store (any index version, published or not) holds the subject"
+    )
     table.add_row("seconds", f"{report.seconds:.2f}")
     Console().print(table)

@@ -78,6 +78,22 @@ def load(store: Store) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     return defaults, overrides
 
 
+def gaps(
+    defaults: dict[str, list[str]], built: dict[str, list[str]], purpose: str
+) -> tuple[list[str], list[str]]:
+    """Collections of an index whose rows a ``purpose`` cannot see, and why.
+
+    ``built`` is each collection's default scopes when the index version was built (its
+    manifest's ``collections``), ``defaults`` the registry now. Returns ``(not recorded,
+    recorded after the build)``: collections whose registry default does not cover the
+    purpose, and those whose default covers it now but did not when the index was built.
+    Only collection defaults are consulted, never subjects (no count or subject is revealed).
+    """
+    missing = sorted(c for c in built if purpose not in defaults.get(c, []))
+    stale = sorted(c for c in built if purpose in defaults.get(c, []) and purpose not in built[c])
+    return missing, stale
+
+
 def scopes_of(
     subject_id: str,
     collection: str,

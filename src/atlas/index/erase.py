@@ -177,10 +177,14 @@ def _sweep_index(store: Store, subject_id: str, report: ErasureReport, workdir: 
         for k in keys if k.startswith(f"{layout.version_prefix(v)}/{scratch.SCRATCH_NAME}/")
     ]  # fmt: skip
     dead_unpublished: set[str] = set()
-    for trace in traces.index_traces(store, subject_id, workdir):
+    unlisted = [
+        k for k in store.list(f"{layout.INDEX_PREFIX}/versions/")
+        if k not in listed and not k.endswith(("/manifest.json", "/CLAIM"))
+    ]  # fmt: skip
+    for trace in traces.find(store, subject_id, workdir=workdir, keys=unlisted):
         key = trace.where
-        if not key.startswith(f"{layout.INDEX_PREFIX}/versions/") or key in listed:
-            continue  # local scratch is swept below; listed shards were amended in step 2
+        if not key.startswith(f"{layout.INDEX_PREFIX}/versions/"):
+            continue  # this machine's scratch folders are swept below
         version = key.split("/")[2]
         if is_live(version):
             continue  # a running build's: it cannot publish after the fence; verify reports it
@@ -300,6 +304,21 @@ def verify_erased(store: Store, subject_id: str, workdir: str | None = None) -> 
     return [str(t) for t in traces.find(store, subject_id, workdir=workdir)]
 
 
+def _indexed(store: Store, subject_id: str, listing: list[str], workdir: str | None) -> bool:
+    """Whether any index object holds the subject: its shard of the current version first
+    (one object per table), else a scan of everything (e.g. only an unpublished build has it).
+    """
+    pointer, _ = read_current(store)
+    if pointer is not None:
+        manifest = load_manifest(store, pointer["version"], pointer.get("manifest_sha256"))
+        shard = layout.shard_of(subject_id, int(manifest["n_shards"]))
+        for table in layout.TABLES:
+            key = manifest["tables"][table]["shards"][shard].get("key")
+            if key and traces.holds(store.read_bytes(key), subject_id, parquet=True):
+                return True
+    return bool(traces.find(store, subject_id, workdir=workdir, keys=listing))
+
+
 def _unfinished(events: list[dict[str, Any]], fp: str) -> bool:
     """Whether the audit log has an erasure of ``fp`` that started and never finished."""
     state = False
@@ -344,7 +363,7 @@ def erase_subject(store: Store, subject_id: str, workdir: str | None = None) -> 
     report = ErasureReport(fingerprint=fp)
     listing = store.list()
     keys = _subject_keys(store, subject_id, listing)
-    if not keys and not traces.find(store, subject_id, workdir=workdir, keys=listing):
+    if not keys and not _indexed(store, subject_id, listing, workdir):
         events = audit.events(store)
         if not _unfinished(events, fp):
             raise _not_found(store, fp, events)

@@ -114,12 +114,3 @@ def find(
         found = list(pool.map(lambda k: _scan_key(store, k, subject_id), todo))
         found += list(pool.map(lambda p: _scan_path(p, subject_id), local))
     return traces + [t for t in found if t is not None]
-
-
-def index_traces(store: Store, subject_id: str, workdir: str | None = None) -> list[Trace]:
-    """Like :func:`find`, restricted to the index (``_index/``) and local scratch."""
-    keys = store.list(f"{layout.INDEX_PREFIX}/")
-    return [
-        t for t in find(store, subject_id, workdir=workdir, keys=keys)
-        if t.where.startswith(f"{layout.INDEX_PREFIX}/") or not t.where.startswith("_")
-    ]  # fmt: skip
