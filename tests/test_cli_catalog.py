@@ -97,7 +97,13 @@ def test_no_site_answered_fails_and_creates_nothing(tmp_path, atlas_cli, monkeyp
         assert code == 2 and out == "" and len(lines) == 2, err
         assert lines[0].startswith("error: site x did not answer: NotFound: no store at")
         assert lines[1].startswith("error: site y did not answer: NotFound: no store at")
-    for command in (["release", "create", "r1"], ["erase", "--subject", "s1"], ["index", "gc"]):
+    for command in (
+        ["release", "create", "r1"],
+        ["erase", "--subject", "s1"],
+        ["index", "gc"],
+        ["index", "build"],
+        ["consent", "set", "research", "--collection", "c1"],
+    ):
         code, out, err = atlas_cli(*command, "--store", str(tmp_path / "z"))
         assert code == 2 and "no store at" in err, (command, err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sites.toml"]

@@ -202,6 +202,9 @@ def test_gc_removes_only_dead_unpublished_versions(tmp_path) -> None:
     live = unpublished(60).start()  # a running build, heartbeat on
     legacy = "v000099"  # a folder of a build from before leases: shards, no claim
     store.write_bytes(layout.shard_key(legacy, "images", 0, 1), b"rows")
+    # a build killed after it published, before it removed its scratch (a local store's)
+    spill = f"{layout.version_prefix(v2)}/_scratch/spill/part-0.tmp"
+    store.write_bytes(spill, b"spilled rows")
     time.sleep(0.1)
     listing = store.list()
     dry = collect_garbage(store, dry_run=True)
@@ -209,8 +212,10 @@ def test_gc_removes_only_dead_unpublished_versions(tmp_path) -> None:
     assert sorted(dry.removed) == sorted([dead.version, legacy])
     reasons = {f.version: f.reason for f in dry.versions}
     assert "live lease" in reasons[live.version] and reasons[v1] and reasons[v2] == "current"
+    assert dry.scratch_removed == [f"{layout.version_prefix(v2)}/_scratch"]
     done = collect_garbage(store)
-    assert sorted(done.removed) == sorted([dead.version, legacy]) and done.objects_deleted == 2
+    assert sorted(done.removed) == sorted([dead.version, legacy]) and done.objects_deleted == 3
+    assert not store.exists(spill) and done.scratch_removed == dry.scratch_removed
     for v in (dead.version, legacy):
         assert folders(store)[v] == [f"{layout.version_prefix(v)}/CLAIM"]
     assert store.exists(layout.shard_key(live.version, "images", 0, 1))

@@ -336,7 +336,10 @@ def consent_set(
 
     if (collection is None) == (subject is None):
         raise InvalidInput("give exactly one of --collection or --subject")
+    from atlas.index.build import require_store
+
     _, st = _one(resolve_stores(sites, store, site), site)
+    require_store(st)  # consent is recorded in a store that exists; it never creates one
     values = [s.strip() for s in scopes.split(",") if s.strip()]
     if collection:
         consent.set_collection_default(st, collection, values)

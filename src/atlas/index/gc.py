@@ -181,7 +181,8 @@ def collect_garbage(
     """
     require_store(store)
     report = GcReport(dry_run=dry_run)
-    for fate in plan(store, now):
+    fates = plan(store, now)
+    for fate in fates:
         if fate.remove and only is not None and not only(fate.version):
             continue
         if fate.remove and not dry_run:
@@ -191,11 +192,26 @@ def collect_garbage(
             else:
                 report.objects_deleted += deleted
         report.versions.append(fate)
+    # a kept version's scratch left by a build killed after it published (local stores)
+    gone = set(report.removed)
+    for version, keys in sorted(folders(store).items()):
+        if version in gone:
+            continue
+        inside = f"{layout.version_prefix(version)}/{scratch.SCRATCH_NAME}"
+        left = [k for k in keys if k.startswith(inside + "/")]
+        if not left:
+            continue
+        lease, _ = read_lease(store, version)
+        if not (lease is not None and lease.live(now)):
+            if not dry_run:
+                store.delete_many(left)
+                report.objects_deleted += len(left)
+            report.scratch_removed.append(inside)
     if dry_run:
-        report.scratch_removed = [
+        report.scratch_removed += [
             str(p) for p in sorted(scratch.local_root(store, workdir).glob("*"))
             if p.is_dir() and not scratch.live(store, p.name)
         ]  # fmt: skip
     else:
-        report.scratch_removed = [str(p) for p in scratch.sweep(store, workdir)]
+        report.scratch_removed += [str(p) for p in scratch.sweep(store, workdir)]
     return report
