@@ -13,8 +13,9 @@ simply be run again:
    consent entry;
 5. fence: swing ``_index/CURRENT`` once more, so that a build that read the staging records
    before step 4 can no longer publish them;
-6. verify by scanning every object under the index, published or not, the staging records,
-   every key name and this machine's scratch folders of the store (:mod:`atlas.index.traces`);
+6. verify by scanning every object under the index, published or not, every key name (images
+   and staging records are named after the subject or its series) and this machine's scratch
+   folders of the store (:mod:`atlas.index.traces`);
 7. record the erasure in the append-only audit log (by fingerprint, not by pseudonym).
 
 Every step is idempotent; a run killed at any point is completed by running it again. Erasing
@@ -29,6 +30,7 @@ import io
 import json
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -269,18 +271,20 @@ def _subject_keys(store: Store, subject_id: str, listing: list[str] | None = Non
 
     series: set[str] = set()
     keys: list[str] = []
-    for key in store.list(f"{STAGING_PREFIX}/series/"):
-        if not key.endswith(".parquet"):
-            continue
+
+    def series_of(key: str) -> set[str]:
         try:
             table = pq.read_table(
                 io.BytesIO(store.read_bytes(key)), columns=["subject_id", "series_id"]
             )
         except NotFound:
-            continue
-        rows = [r for r in table.to_pylist() if r["subject_id"] == subject_id]
-        if rows:
-            series.update(r["series_id"] for r in rows)
+            return set()
+        return {r["series_id"] for r in table.to_pylist() if r["subject_id"] == subject_id}
+
+    staged = [k for k in store.list(f"{STAGING_PREFIX}/series/") if k.endswith(".parquet")]
+    with ThreadPoolExecutor(max_workers=traces.SCAN_CONCURRENCY) as pool:
+        for found in pool.map(series_of, staged):
+            series |= found
     for key in store.list() if listing is None else listing:
         parts = key.split("/")
         if len(parts) > 2 and parts[1] == subject_id and not key.startswith("_"):
@@ -298,8 +302,8 @@ def verify_erased(store: Store, subject_id: str, workdir: str | None = None) -> 
     """Every place that still holds the subject (empty when erasure is complete).
 
     Scans every object under the index (each version folder, published or not, every shard,
-    scratch files), the staging records, every key name and this machine's scratch folders of
-    the store; see :mod:`atlas.index.traces`.
+    scratch files), every key name and this machine's scratch folders of the store; see
+    :mod:`atlas.index.traces`.
     """
     return [str(t) for t in traces.find(store, subject_id, workdir=workdir)]
 

@@ -2,10 +2,11 @@
 
 The scan looks at every object that can hold index rows, whether or not any manifest lists it:
 every Parquet object under ``_index/`` (each version folder, published or not, every shard,
-shards no manifest lists, a local store's build scratch) and under ``_staging/`` is read for its
-``subject_id`` column; every other object under ``_index/`` (manifests, claims, DuckDB spill
-files) is searched byte for byte; every key name in the store is checked; and this machine's
-scratch folders of the store (:mod:`atlas.index.scratch`) are scanned the same way.
+shards no manifest lists, a local store's build scratch) is read, every string column; every
+other object under ``_index/`` (manifests, claims, DuckDB spill files) is searched byte for
+byte; every key name in the store is checked (images and staging records are named after the
+subject or their series); and this machine's scratch folders of the store
+(:mod:`atlas.index.scratch`) are scanned the same way.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from pathlib import Path
 
 from atlas.errors import NotFound
 from atlas.index import layout, scratch
-from atlas.ingest.records import STAGING_PREFIX
 from atlas.storage import Store
 
 #: objects read at once during a scan
@@ -89,12 +89,8 @@ def _scan_path(path: Path, subject_id: str) -> Trace | None:
 
 
 def scanned_keys(keys: Iterable[str]) -> list[str]:
-    """The keys whose content a scan reads (index objects, staging Parquet)."""
-    return [
-        k for k in keys
-        if k.startswith(f"{layout.INDEX_PREFIX}/")
-        or (k.startswith(f"{STAGING_PREFIX}/") and k.endswith(".parquet"))
-    ]  # fmt: skip
+    """The keys whose content a scan reads: every object under the index."""
+    return [k for k in keys if k.startswith(f"{layout.INDEX_PREFIX}/")]
 
 
 def find(
