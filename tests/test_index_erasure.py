@@ -235,3 +235,25 @@ def test_gc_removes_only_dead_unpublished_versions(tmp_path) -> None:
     # version names are never reused
     assert build_index(store).version == "v000100"
     assert json.loads(store.read_bytes(layout.CURRENT_KEY))["version"] == "v000100"
+
+
+def test_killed_remote_build_scratch_is_found_and_swept(tmp_path, monkeypatch) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from atlas.index import scratch
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "system-tmp"))
+    (tmp_path / "system-tmp").mkdir()
+    store = _site(f"memory://remote-scratch-{os.getpid()}", n_subjects=4)
+    build_index(store)
+    victim = _subjects(store)[0]
+    # what a build of this (non-local) store killed on this machine leaves: a private folder
+    lease = claim(store, read_current(store)[0], ttl_s=0.05)
+    folder = scratch.make(store, lease, None)
+    assert all(oct(p.stat().st_mode & 0o777) == "0o700" for p in (folder, folder.parent))
+    pq.write_table(pa.table({"subject_id": [victim]}), folder / "part-0.parquet")
+    time.sleep(0.1)  # the killed build's lease expires
+    assert any(str(folder) in place for place in verify_erased(store, victim))
+    erase_subject(store, victim)
+    assert not folder.exists() and verify_erased(store, victim) == []

@@ -21,7 +21,7 @@ import io
 import json
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -216,28 +216,123 @@ def build_index(
             location=store.url,
         )
     scratch.sweep(store, workdir)  # what killed builds left on this machine
-    lease = claim(store, pointer, ttl_s=lease_s)
+    lease = claim(store, pointer, ttl_s=lease_s).start()
     version = lease.version
-    con: Any = None
-    tmp: Path | None = None
     published = False
     try:
-        with lease:
-            con = connect(store, memory_limit)
-            tmp = scratch.make(store, lease, workdir)
-            result = _build(store, con, tmp, lease, pointer, token, sources, n_shards)
-            published = True
-            lease.end("published")
-        return replace(result, seconds=time.perf_counter() - t0)
+        con = connect(store, memory_limit)
+        tmp = scratch.make(store, lease, workdir)
+    except BaseException:
+        abandon(store, lease)
+        raise
+    try:
+        con.execute(f"SET temp_directory = {_sql_text(tmp / 'spill')}")
+        for table in layout.TABLES:
+            urls = sources[table]
+            if urls:
+                listing = ", ".join("'" + u.replace("'", "''") + "'" for u in urls)
+                con.execute(
+                    f"CREATE VIEW staging_{table} AS "
+                    f"SELECT * FROM read_parquet([{listing}], union_by_name=true)"
+                )
+            else:
+                con.register(f"staging_{table}", staging_schemas()[table].empty_table())
+        image_rows = int(con.execute("SELECT count(*) FROM staging_images").fetchall()[0][0])
+        shards = layout.check_shard_count(
+            n_shards or min(layout.shard_count(image_rows), layout.MAX_SHARDS)
+        )
+        subjects = con.execute(
+            "SELECT DISTINCT subject_id, collection FROM staging_series"
+        ).fetchall()
+        defaults, overrides = consent.load(store)
+        import pyarrow as pa
+
+        submap = pa.table(
+            {
+                "subject_id": [s for s, _ in subjects],
+                "collection": [c for _, c in subjects],
+                "shard": [layout.shard_of(s, shards) for s, _ in subjects],
+                "consent": [consent.scopes_of(s, c, defaults, overrides) for s, c in subjects],
+            }
+        )
+        con.register("submap", submap)
+        con.execute(
+            """CREATE TABLE labels_per_image AS
+               SELECT image_id, list(DISTINCT label_name ORDER BY label_name) AS labels
+               FROM staging_annotations GROUP BY image_id"""
+        )
+        queries = {
+            "series": """SELECT s.*, m.consent, m.shard FROM staging_series s
+                         JOIN submap m USING (subject_id, collection)""",
+            "images": """SELECT i.*, coalesce(l.labels, []::VARCHAR[]) AS labels,
+                                s.body_part, s.sex, s.age_years, s.manufacturer,
+                                m.consent, m.shard
+                         FROM staging_images i
+                         JOIN submap m USING (subject_id, collection)
+                         LEFT JOIN labels_per_image l USING (image_id)
+                         LEFT JOIN (SELECT DISTINCT series_id, volume, body_part, sex, age_years,
+                                           manufacturer FROM staging_series) s
+                              USING (series_id, volume)""",
+            "annotations": """SELECT a.*, m.consent, m.shard FROM staging_annotations a
+                              JOIN submap m USING (subject_id, collection)""",
+        }
+        order = {
+            "series": "subject_id, series_id, volume",
+            "images": "subject_id, series_id, volume, z_index",
+            "annotations": "subject_id, series_id, volume, z_index, label_image, label_value",
+        }
+        manifest: dict[str, Any] = {
+            "format": MANIFEST_FORMAT,
+            "version": version,
+            "parent": pointer["version"] if pointer else None,
+            "site": store.site,
+            "created_unix": int(time.time()),
+            "n_shards": shards,
+            # each collection's default consent scopes at build time (no subject-level detail):
+            # lets a query that finds nothing say which collections its purpose does not cover
+            "collections": {c: defaults.get(c, []) for c in sorted({c for _, c in subjects})},
+            "tables": {},
+        }
+        total_bytes = 0
+        rows: dict[str, int] = {}
+        for table in layout.TABLES:
+            out_dir = tmp / table
+            con.execute(
+                f"""COPY (SELECT * FROM ({queries[table]}) ORDER BY shard, {order[table]})
+                    TO {_sql_text(out_dir)} (FORMAT parquet, PARTITION_BY (shard),
+                    COMPRESSION zstd, ROW_GROUP_SIZE 65536, OVERWRITE_OR_IGNORE true)"""
+            )
+            entries = []
+            for shard in range(shards):
+                lease.check()
+                files = sorted((out_dir / f"shard={shard}").glob("*.parquet"))
+                entries.append(_upload_shard(store, version, table, shard, shards, files, con, tmp))
+            manifest["tables"][table] = {
+                "rows": sum(e["rows"] for e in entries),
+                "bytes": sum(e["bytes"] for e in entries),
+                "shards": entries,
+            }
+            rows[table] = manifest["tables"][table]["rows"]
+            total_bytes += manifest["tables"][table]["bytes"]
+        lease.renew()  # a build whose lease was collected must not publish
+        publish(store, manifest, token)
+        published = True
+        lease.end("published")
+        return BuildResult(
+            version=version,
+            parent=manifest["parent"],
+            rows=rows,
+            n_shards=shards,
+            bytes=total_bytes,
+            seconds=time.perf_counter() - t0,
+        )
     except duckdb.Error as exc:
         raise CorruptData(
             f"could not build the index of {store.url}: {exc}", site=store.site
         ) from exc
     finally:
-        if con is not None:
-            con.close()
-        if tmp is not None:
-            scratch.remove(store, tmp)
+        con.close()
+        scratch.remove(store, tmp)
         if not published:
             abandon(store, lease)
         elif scratch.in_store(store):
@@ -270,116 +365,6 @@ def abandon(store: Store, lease: Lease) -> bool:
         return True
     except Exception:  # the failure being handled matters more; gc cleans up later
         return False
-
-
-def _build(
-    store: Store,
-    con: Any,
-    tmp: Path,
-    lease: Lease,
-    pointer: dict[str, Any] | None,
-    token: str | None,
-    sources: dict[str, list[str]],
-    n_shards: int | None,
-) -> BuildResult:
-    """The build itself, inside its lease and scratch folder; publishes on success."""
-    version = lease.version
-    con.execute(f"SET temp_directory = {_sql_text(tmp / 'spill')}")
-    for table in layout.TABLES:
-        urls = sources[table]
-        if urls:
-            listing = ", ".join("'" + u.replace("'", "''") + "'" for u in urls)
-            con.execute(
-                f"CREATE VIEW staging_{table} AS "
-                f"SELECT * FROM read_parquet([{listing}], union_by_name=true)"
-            )
-        else:
-            con.register(f"staging_{table}", staging_schemas()[table].empty_table())
-    image_rows = int(con.execute("SELECT count(*) FROM staging_images").fetchall()[0][0])
-    shards = layout.check_shard_count(
-        n_shards or min(layout.shard_count(image_rows), layout.MAX_SHARDS)
-    )
-    subjects = con.execute("SELECT DISTINCT subject_id, collection FROM staging_series").fetchall()
-    defaults, overrides = consent.load(store)
-    import pyarrow as pa
-
-    submap = pa.table(
-        {
-            "subject_id": [s for s, _ in subjects],
-            "collection": [c for _, c in subjects],
-            "shard": [layout.shard_of(s, shards) for s, _ in subjects],
-            "consent": [consent.scopes_of(s, c, defaults, overrides) for s, c in subjects],
-        }
-    )
-    con.register("submap", submap)
-    con.execute(
-        """CREATE TABLE labels_per_image AS
-           SELECT image_id, list(DISTINCT label_name ORDER BY label_name) AS labels
-           FROM staging_annotations GROUP BY image_id"""
-    )
-    queries = {
-        "series": """SELECT s.*, m.consent, m.shard FROM staging_series s
-                     JOIN submap m USING (subject_id, collection)""",
-        "images": """SELECT i.*, coalesce(l.labels, []::VARCHAR[]) AS labels,
-                            s.body_part, s.sex, s.age_years, s.manufacturer,
-                            m.consent, m.shard
-                     FROM staging_images i
-                     JOIN submap m USING (subject_id, collection)
-                     LEFT JOIN labels_per_image l USING (image_id)
-                     LEFT JOIN (SELECT DISTINCT series_id, volume, body_part, sex, age_years,
-                                       manufacturer FROM staging_series) s
-                          USING (series_id, volume)""",
-        "annotations": """SELECT a.*, m.consent, m.shard FROM staging_annotations a
-                          JOIN submap m USING (subject_id, collection)""",
-    }
-    order = {
-        "series": "subject_id, series_id, volume",
-        "images": "subject_id, series_id, volume, z_index",
-        "annotations": "subject_id, series_id, volume, z_index, label_image, label_value",
-    }
-    manifest: dict[str, Any] = {
-        "format": MANIFEST_FORMAT,
-        "version": version,
-        "parent": pointer["version"] if pointer else None,
-        "site": store.site,
-        "created_unix": int(time.time()),
-        "n_shards": shards,
-        # each collection's default consent scopes at build time (no subject-level detail):
-        # lets a query that finds nothing say which collections its purpose does not cover
-        "collections": {c: defaults.get(c, []) for c in sorted({c for _, c in subjects})},
-        "tables": {},
-    }
-    total_bytes = 0
-    rows: dict[str, int] = {}
-    for table in layout.TABLES:
-        out_dir = tmp / table
-        con.execute(
-            f"""COPY (SELECT * FROM ({queries[table]}) ORDER BY shard, {order[table]})
-                TO {_sql_text(out_dir)} (FORMAT parquet, PARTITION_BY (shard),
-                COMPRESSION zstd, ROW_GROUP_SIZE 65536, OVERWRITE_OR_IGNORE true)"""
-        )
-        entries = []
-        for shard in range(shards):
-            lease.check()
-            files = sorted((out_dir / f"shard={shard}").glob("*.parquet"))
-            entries.append(_upload_shard(store, version, table, shard, shards, files, con, tmp))
-        manifest["tables"][table] = {
-            "rows": sum(e["rows"] for e in entries),
-            "bytes": sum(e["bytes"] for e in entries),
-            "shards": entries,
-        }
-        rows[table] = manifest["tables"][table]["rows"]
-        total_bytes += manifest["tables"][table]["bytes"]
-    lease.renew()  # a build whose lease was collected must not publish
-    publish(store, manifest, token)
-    return BuildResult(
-        version=version,
-        parent=manifest["parent"],
-        rows=rows,
-        n_shards=shards,
-        bytes=total_bytes,
-        seconds=0.0,
-    )
 
 
 def _sql_text(path: Path) -> str:
