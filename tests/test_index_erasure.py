@@ -257,3 +257,30 @@ def test_killed_remote_build_scratch_is_found_and_swept(tmp_path, monkeypatch) -
     assert any(str(folder) in place for place in verify_erased(store, victim))
     erase_subject(store, victim)
     assert not folder.exists() and verify_erased(store, victim) == []
+
+
+def test_subject_in_a_running_build_makes_erasure_incomplete_until_it_ends(tmp_path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from atlas.index.erase import ErasureIncomplete
+
+    store = _site(tmp_path / "site", n_subjects=4)
+    build_index(store)
+    indexed = set(_subjects(store))
+    generate_site(store, "late", n_subjects=1, seed=5)  # ingested after the last build
+    (victim,) = set(_subjects(store)) - indexed  # only in staging, and in the running build
+    pointer, token = read_current(store)  # what the running build read when it started
+    running = claim(store, pointer, ttl_s=1.5)  # live, no heartbeat: 1.5 s
+    part = tmp_path / "part.parquet"
+    pq.write_table(pa.table({"subject_id": [victim]}), part)
+    store.write_bytes(layout.shard_key(running.version, "images", 0, 1), part.read_bytes())
+    with pytest.raises(ErasureIncomplete, match="build that is still running"):
+        erase_subject(store, victim)
+    assert store.exists(layout.shard_key(running.version, "images", 0, 1))  # not touched
+    # nor can that build publish: the erasure fenced CURRENT, so its compare-and-swap fails
+    assert read_current(store)[0]["version"] == pointer["version"]
+    assert not store.put_if_match(layout.CURRENT_KEY, b"{}", token)
+    time.sleep(1.6)
+    erase_subject(store, victim)
+    assert verify_erased(store, victim) == []
