@@ -266,15 +266,19 @@ def _consent_notes(answered: Mapping[str, Any], purpose: str, where: Callable[[s
     for name, idx in sorted(answered.items()):
         defaults, _ = consent.load(idx.store)
         built = idx.manifest.get("collections")
-        if built is None:  # an index built before manifests listed collections
-            built = {c: [] for c in defaults} if defaults else {"<collection>": []}
-        missing, stale = consent.gaps(defaults, built, purpose)
+        if built is not None:
+            missing, stale = consent.gaps(defaults, built, purpose)
+        else:  # an index built before manifests listed collections: the registry alone
+            known = {c: defaults[c] for c in defaults} or {"<collection>": []}
+            missing, stale = consent.gaps(defaults, known, purpose)[0], []
         args = where(name)
         if missing:
-            first = missing[0] if missing[0] != "<collection>" else "NAME"
+            unnamed = missing == ["<collection>"]
+            first = "NAME" if unnamed else missing[0]
+            which = "any collection" if unnamed else f"collection(s) {', '.join(missing)}"
             err.print(
                 f"note: at site {escape(name)}, no recorded consent covers purpose "
-                f"{escape(purpose)!r} for collection(s) {escape(', '.join(missing))}: their rows "
+                f"{escape(purpose)!r} for {escape(which)}: their rows "
                 "are never returned for it. If that consent was given, record it with "
                 f"`atlas consent set {escape(purpose)} --collection {escape(first)} "
                 f"{escape(args)}`, then rebuild with `atlas index build {escape(args)}`."
