@@ -284,3 +284,21 @@ def test_subject_in_a_running_build_makes_erasure_incomplete_until_it_ends(tmp_p
     time.sleep(1.6)
     erase_subject(store, victim)
     assert verify_erased(store, victim) == []
+
+
+def test_erasures_of_one_site_run_one_at_a_time(tmp_path) -> None:
+    from atlas.index.erase import ERASURE_LOCK, ConcurrentErasure
+    from atlas.index.lease import acquire
+
+    store = _site(tmp_path / "site", n_subjects=4)
+    build_index(store)
+    first, second = _subjects(store)[:2]
+    other = acquire(store, ERASURE_LOCK, "erasure")  # an erasure running elsewhere
+    assert other is not None and acquire(store, ERASURE_LOCK, "erasure") is None
+    with pytest.raises(ConcurrentErasure, match="another erasure is running"):
+        erase_subject(store, first)
+    assert verify_erased(store, first) != []  # nothing was done
+    other.end("released")
+    erase_subject(store, first)
+    erase_subject(store, second)  # the lock is released after each erasure
+    assert verify_erased(store, first) == [] and verify_erased(store, second) == []

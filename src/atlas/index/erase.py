@@ -45,14 +45,22 @@ from atlas.index.build import (
     read_current,
     require_store,
 )
-from atlas.index.lease import claim, read_lease
+from atlas.index.lease import DEFAULT_TTL_S, acquire, claim, read_lease
 from atlas.ingest.journal import JOURNAL_PREFIX
 from atlas.ingest.records import STAGING_PREFIX
 from atlas.storage import Store
 
+#: held while an erasure runs: erasures of one site run one at a time (step 3 deletes index
+#: objects no manifest lists, which another erasure may have written a moment before listing)
+ERASURE_LOCK = f"{layout.INDEX_PREFIX}/ERASING"
+
 
 class ErasureIncomplete(AtlasError):
     """Verification found the subject still mentioned somewhere; rerun the erasure."""
+
+
+class ConcurrentErasure(AtlasError):
+    """Another erasure is running at this site; run this one when it has finished."""
 
 
 @dataclass
@@ -358,6 +366,8 @@ def erase_subject(store: Store, subject_id: str, workdir: str | None = None) -> 
         The store does not exist, or nothing of the subject is stored there.
     ErasureIncomplete
         Verification still found the subject (e.g. in a running build's files); run again.
+    ConcurrentErasure
+        Another erasure of this site is running.
     """
     if not subject_id or "/" in subject_id or subject_id.startswith("."):
         raise InvalidInput("give the subject's pseudonymous id")
@@ -367,11 +377,39 @@ def erase_subject(store: Store, subject_id: str, workdir: str | None = None) -> 
     report = ErasureReport(fingerprint=fp)
     listing = store.list()
     keys = _subject_keys(store, subject_id, listing)
-    if not keys and not _indexed(store, subject_id, listing, workdir):
+    present = bool(keys) or _indexed(store, subject_id, listing, workdir)
+    if not present:
         events = audit.events(store)
         if not _unfinished(events, fp):
             raise _not_found(store, fp, events)
-    else:
+    lock = acquire(store, ERASURE_LOCK, "erasure")
+    if lock is None:
+        raise ConcurrentErasure(
+            f"another erasure is running at {store.url}; run this one when it has finished "
+            f"(its lock {ERASURE_LOCK} expires {int(DEFAULT_TTL_S)} s after its last heartbeat)",
+            site=store.site,
+            location=store.url,
+        )
+    with lock:
+        try:
+            return _erase(store, subject_id, report, keys, present, workdir, t0)
+        finally:
+            lock.end("released")
+
+
+def _erase(
+    store: Store,
+    subject_id: str,
+    report: ErasureReport,
+    keys: list[str],
+    present: bool,
+    workdir: str | None,
+    t0: float,
+) -> ErasureReport:
+    """Steps 1-7, under the site's erasure lock (``present``: something of the subject is
+    stored; otherwise this completes an erasure that only missed its audit record)."""
+    fp = report.fingerprint
+    if present:
         audit.record(store, "erase-start", subject=fp)
     _publish_without(store, subject_id, report)
     _amend_manifests(store, subject_id, report)

@@ -3,6 +3,7 @@
 ::
 
     _index/CURRENT                                   pointer: {"version", "manifest_sha256"}
+    _index/ERASING                                   the lock lease of a running erasure
     _index/versions/<version>/CLAIM                  the lease of the build writing it
     _index/versions/<version>/manifest.json          shards, row counts, checksums, statistics
     _index/versions/<version>/<table>/shard-<i>-of-<n>.parquet

@@ -34,7 +34,7 @@ from atlas.storage import Store
 CLAIM_NAME = "CLAIM"
 #: seconds a lease stays live without a heartbeat
 DEFAULT_TTL_S = 120.0
-FINAL_STATES = ("published", "abandoned", "collected")
+FINAL_STATES = ("published", "abandoned", "collected", "released")
 
 
 class LeaseLost(AtlasError):
@@ -108,9 +108,18 @@ class Lease:
             lease.end("published")
     """
 
-    def __init__(self, store: Store, version: str, owner: str, ttl_s: float, token: str):
+    def __init__(
+        self,
+        store: Store,
+        version: str,
+        owner: str,
+        ttl_s: float,
+        token: str,
+        key: str | None = None,
+    ):
         self.store = store
         self.version = version
+        self.key = key or claim_key(version)
         self.owner = owner
         self.ttl_s = ttl_s
         self._token: str | None = token
@@ -131,7 +140,7 @@ class Lease:
             if self._token is None:
                 raise LeaseLost(f"the lease on index version {self.version} was already ended")
             body = self._body()
-            if not self.store.put_if_match(claim_key(self.version), body, self._token):
+            if not self.store.put_if_match(self.key, body, self._token):
                 self._lost = LeaseLost(
                     f"the lease on index version {self.version} of {self.store.url} expired and "
                     "was collected (the build stalled longer than its lease); rerun the build",
@@ -139,7 +148,7 @@ class Lease:
                     location=self.store.url,
                 )
                 raise self._lost
-            self._token = self.store.read_versioned(claim_key(self.version))[1]
+            self._token = self.store.read_versioned(self.key)[1]
 
     def check(self) -> None:
         """Raise :class:`LeaseLost` if a heartbeat found the lease taken away."""
@@ -153,7 +162,10 @@ class Lease:
             token, self._token = self._token, None
         if token is None or self._lost is not None:
             return False
-        return end_lease(self.store, self.version, token, state)
+        if state not in FINAL_STATES:
+            raise ValueError(f"not a final lease state: {state!r}")
+        body = json.dumps({"state": state, "ended_unix": time.time()}).encode()
+        return self.store.put_if_match(self.key, body, token)
 
     def _beat(self) -> None:
         interval = max(self.ttl_s / 4, 0.05)
@@ -218,3 +230,24 @@ def claim(store: Store, pointer: dict[str, Any] | None, ttl_s: float = DEFAULT_T
             lease._token = store.read_versioned(claim_key(version))[1]
             return lease
         number += 1
+
+
+def acquire(store: Store, key: str, what: str, ttl_s: float = DEFAULT_TTL_S) -> Lease | None:
+    """Take the lock lease at ``key`` (free when absent, ended or expired); ``None`` when
+    someone else holds it live. The caller starts the heartbeat and ends it as ``released``."""
+    owner = uuid.uuid4().hex
+    lease = Lease(store, what, owner, ttl_s, token="", key=key)
+    for _ in range(5):
+        try:
+            raw, token = store.read_versioned(key)
+        except NotFound:
+            if store.put_if_absent(key, lease._body()):
+                lease._token = store.read_versioned(key)[1]
+                return lease
+            continue
+        if _parse(raw).live():
+            return None
+        if store.put_if_match(key, lease._body(), token):
+            lease._token = store.read_versioned(key)[1]
+            return lease
+    return None
