@@ -55,6 +55,7 @@ from atlas.ingest.geometry import (
     sort_by_position,
     stack_geometry,
 )
+from atlas.ingest.geometry_values import vector_problem
 from atlas.ingest.model import FileRef, InstanceInfo, Volume
 
 __all__ = ["check_decodable", "load_volume"]
@@ -151,9 +152,12 @@ def _floats(value: object, n: int) -> tuple[float, ...] | None:
     return values if len(values) == n else None
 
 
-def _spacing(value: object) -> tuple[float, ...] | None:
-    values = _floats(value, 2)
-    return values if values is not None and min(values) > 0 else None
+def _spacing(value: object, name: str = "Pixel Spacing") -> tuple[float, ...] | None:
+    """Two positive finite spacings, ``None`` when absent; :class:`InvalidInput` when invalid."""
+    problem = vector_problem(value, 2, name, positive=True)
+    if problem is not None:
+        raise InvalidInput(problem)
+    return _floats(value, 2)
 
 
 def _positive(*values: object) -> float | None:
@@ -227,7 +231,9 @@ def _lut_dataset(ds: Dataset, item: Dataset) -> Dataset:
 
 def _multiframe_geometry(ds: Dataset, n: int) -> tuple[list[int], StackGeometry]:
     """Frame order (indices into the file's frames) and geometry of a multi-frame object."""
-    top_spacing = _spacing(ds.get("PixelSpacing")) or _spacing(ds.get("ImagerPixelSpacing"))
+    top_spacing = _spacing(ds.get("PixelSpacing")) or _spacing(
+        ds.get("ImagerPixelSpacing"), "Imager Pixel Spacing"
+    )
     if _is_enhanced(ds):
         measures = _fg_item(ds, 0, "PixelMeasuresSequence")
         spacing = (_spacing(measures.get("PixelSpacing")) if measures else None) or top_spacing
@@ -245,6 +251,18 @@ def _multiframe_geometry(ds: Dataset, n: int) -> tuple[list[int], StackGeometry]
             positions.append(_floats(pos.get("ImagePositionPatient"), 3) if pos else None)
             orientations.append(_floats(ori.get("ImageOrientationPatient"), 6) if ori else None)
         iop = orientations[0]
+        invalid = [
+            f
+            for f in range(n)
+            if (positions[f] is None) != (positions[0] is None)
+            or (positions[f] is not None and not all(np.isfinite(positions[f] or ())))
+            or (orientations[f] is not None and not all(np.isfinite(orientations[f] or ())))
+        ]
+        if invalid:
+            raise InvalidInput(
+                f"invalid plane position or orientation in {len(invalid)} frame(s) of this "
+                f"multi-frame object (first: frame {invalid[0] + 1}); the frames cannot be placed"
+            )
         if iop is not None and all(p is not None for p in positions):
             if not all(o is not None and same_orientation(iop, o) for o in orientations):
                 raise InvalidInput(
@@ -519,6 +537,7 @@ def _load(instances: list[InstanceInfo], reader: _Reader) -> Volume:
         header=header,
         instances=list(ordered),
         spacing_note=geometry.note,
+        slice_origins=geometry.slice_origins,
         frame_of_reference_uid=first.frame_of_reference_uid
         or (str(header.FrameOfReferenceUID) if header.get("FrameOfReferenceUID") else None),
     )
