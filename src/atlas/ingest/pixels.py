@@ -525,6 +525,15 @@ def _load(instances: list[InstanceInfo], reader: _Reader) -> Volume:
         pixels = _rescale(raw, maps, modality)
         axes = "zyx"
 
+    note = geometry.note
+    for keyword, name in (
+        ("SliceThickness", "Slice Thickness"),
+        ("SpacingBetweenSlices", "Spacing Between Slices"),
+    ):
+        raw_value = header.get(keyword)
+        if raw_value not in (None, "") and _positive(raw_value) is None:
+            ignored = f"invalid {name} (not a positive finite number) ignored"
+            note = f"{note}; {ignored}" if note else ignored
     return Volume(
         pixels=pixels,
         axes=axes,
@@ -536,7 +545,7 @@ def _load(instances: list[InstanceInfo], reader: _Reader) -> Volume:
         frames=frames_of,
         header=header,
         instances=list(ordered),
-        spacing_note=geometry.note,
+        spacing_note=note,
         slice_origins=geometry.slice_origins,
         frame_of_reference_uid=first.frame_of_reference_uid
         or (str(header.FrameOfReferenceUID) if header.get("FrameOfReferenceUID") else None),

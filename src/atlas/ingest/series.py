@@ -282,7 +282,8 @@ def _series_row_fields(header: Any) -> dict[str, Any]:
         "acquisition_date": _text(header, "AcquisitionDate")
         or _text(header, "SeriesDate")
         or _text(header, "StudyDate"),
-        "slice_thickness": _float(header, "SliceThickness"),
+        # a thickness that is not a positive finite number is left out (the image notes it)
+        "slice_thickness": t if (t := _float(header, "SliceThickness")) and t > 0 else None,
     }
 
 
