@@ -192,6 +192,26 @@ def test_every_written_slice_is_at_its_image_position(
     _assert_no_nonfinite_json(tmp_path / "store")
 
 
+def test_multiframe_gap_is_split_too(tmp_path: Path) -> None:
+    """A multi-frame RT dose whose Grid Frame Offset Vector jumps: every frame in its place."""
+    ds = pydicom.dcmread(get_testdata_file("rtdose.dcm"))
+    offsets = [5.0 * k for k in range(10)] + [5.0 * k + 100.0 for k in range(10, 15)]
+    ds.GridFrameOffsetVector = offsets
+    (tmp_path / "src").mkdir()
+    ds.save_as(tmp_path / "src" / "dose.dcm")
+    summary, store = _ingest([tmp_path / "src"], tmp_path / "store")
+    assert not summary.quarantined
+    ipp = np.asarray([float(v) for v in ds.ImagePositionPatient])
+    normal = slice_normal([float(v) for v in ds.ImageOrientationPatient])
+    rows = records.read_table(store, "images").to_pylist()
+    assert len(rows) == 15 and len({r["image_path"] for r in rows}) == 2
+    for row in rows:
+        affine = np.asarray(open_image(store, row["image_path"]).metadata.affine)
+        lps = affine @ np.array([row["z_index"], 0.0, 0.0, 1.0])
+        expected = ipp + offsets[row["frame"] - 1] * normal
+        np.testing.assert_allclose(lps[:3], expected, atol=TOL_MM)
+
+
 def test_regular_series_stays_one_volume(tmp_path: Path) -> None:
     series = Series(tmp_path / "src")
     iop = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)  # sagittal: slices along +x (L)
