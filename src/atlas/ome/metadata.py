@@ -8,7 +8,6 @@ attribute ``atlas``.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -160,31 +159,16 @@ def check_direction(direction: Any, n_spatial: int) -> np.ndarray:
     return d
 
 
-def patient_axes(direction: np.ndarray) -> tuple[int, ...]:
-    """For each spatial array axis, the patient axis (0 = x/L, 1 = y/P, 2 = z/S) it runs along.
+def ome_translation(origin: tuple[float, float, float], n_spatial: int) -> tuple[float, ...]:
+    """The level-0 OME ``translation``: voxel 0's patient position (LPS mm) in the world axes
+    ``z, y, x`` = patient S, P, L (for 2-D ``y, x`` = P, L), i.e. ``origin`` reversed.
 
-    The one-to-one assignment that maximises the summed ``|direction|`` entries: exact for
-    axis-aligned images (flipped or permuted axes included), the nearest patient axis for
-    oblique ones. Ties go to the first assignment in ``itertools.permutations`` order.
+    This is how ITK/SimpleITK define an origin and how ngff-zarr's ITK bridge maps it. For an
+    image whose array axes run along +S, +P, +L every voxel's OME position is its patient
+    position; otherwise voxel 0 is and only ``atlas.affine`` is exact for the rest (see
+    ``docs/decisions/0016-ome-translation-and-default-direction.md``).
     """
-    d = np.abs(np.asarray(direction, dtype=np.float64))
-    n = d.shape[1]
-    best = max(
-        itertools.permutations(range(3), n),
-        key=lambda p: sum(float(d[p[a], a]) for a in range(n)),
-    )
-    return tuple(best)
-
-
-def ome_translation(origin: tuple[float, float, float], direction: np.ndarray) -> tuple[float, ...]:
-    """The level-0 OME ``translation``: the patient-space (LPS) coordinate of voxel 0's centre
-    along the patient axis each spatial array axis runs along (:func:`patient_axes`).
-
-    For an image whose array axes run along +S, +P, +L (z, y, x) this places every voxel at its
-    patient position; otherwise voxel 0 is exact and only ``atlas.affine`` is exact for the rest
-    (see ``docs/decisions/0016-ome-translation-and-default-direction.md``).
-    """
-    return tuple(float(origin[j]) for j in patient_axes(direction))
+    return tuple(float(v) for v in reversed(origin))[3 - n_spatial :]
 
 
 def affine_matrix(

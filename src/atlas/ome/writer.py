@@ -344,8 +344,8 @@ def write_image(
     direction:
         3 x n_spatial direction cosines; column ``a`` is the LPS unit vector of spatial axis
         ``a`` in array order (default: array x, y, z along patient x, y, z). The OME
-        ``translation`` of level 0 is the origin's coordinate along the patient axis each
-        array axis runs along (:func:`atlas.ome.metadata.ome_translation`).
+        ``translation`` of level 0 is ``origin`` in z, y, x (S, P, L) order, voxel 0's
+        patient position (:func:`atlas.ome.metadata.ome_translation`).
     axes:
         ``"zyx"``, ``"yx"``, ``"czyx"`` or ``"cyx"``; inferred from ``data.ndim`` when omitted.
     modality:
@@ -437,7 +437,7 @@ def write_image(
         stats = _Stats(count_values=False)
         image_w.write_level0(data, stats)
         image_w.write_pyramid()
-        translation0 = ome_translation(origin_t, dmat)
+        translation0 = ome_translation(origin_t, n_sp)
         levels = image_w.levels(spacing_t, translation0)
         label_infos = [
             _write_label(st, path, lname, spec, plan, layout, spacing_t, translation0)
