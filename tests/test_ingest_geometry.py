@@ -191,6 +191,37 @@ def test_every_written_slice_is_at_its_image_position(
     _assert_no_nonfinite_json(tmp_path / "store")
 
 
+def test_labels_follow_their_slices_into_the_parts(tmp_path: Path) -> None:
+    """An RTSTRUCT drawn on a series with missing slices: each part's mask is the truth at the
+    original positions of that part's slices."""
+    from atlas.testing.synthetic import make_study
+
+    study = make_study(
+        tmp_path / "study", shape=(16, 48, 48), seed=4, with_seg=False, with_nifti=False
+    )
+    assert study.rtstruct_file is not None
+    ordered = sorted(
+        study.ct_files,
+        key=lambda p: float(pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient[2]),
+    )
+    missing = {5, 6}
+    for k in missing:
+        ordered[k].unlink()
+    kept = [k for k in range(len(ordered)) if k not in missing]
+    summary, store = _ingest([ordered[0].parent, study.rtstruct_file], tmp_path / "store")
+    assert not summary.quarantined
+    (written,) = summary.written
+    assert len(written.images) == 2
+    truth = study.truth_labels
+    for path in written.images:
+        img = open_image(store, path)
+        part = img.metadata.extra["part"]
+        (name,) = img.label_names
+        mask = np.asarray(img.label(name).read(0))
+        original = kept[part["first_slice"] : part["last_slice"] + 1]
+        np.testing.assert_array_equal(mask > 0, truth[original] > 0)
+
+
 def test_multiframe_gap_is_split_too(tmp_path: Path) -> None:
     """A multi-frame RT dose whose Grid Frame Offset Vector jumps: every frame in its place."""
     ds = pydicom.dcmread(get_testdata_file("rtdose.dcm"))
