@@ -242,6 +242,26 @@ def test_multiframe_gap_is_split_too(tmp_path: Path) -> None:
         np.testing.assert_allclose(lps[:3], expected, atol=TOL_MM)
 
 
+@pytest.mark.parametrize(
+    ("keyword", "value"),
+    [
+        ("ImagePositionPatient", ["1", "2"]),
+        ("ImageOrientationPatient", ["1", "0", "0", "0", "inf", "0"]),
+    ],
+)
+def test_multiframe_invalid_geometry_is_quarantined(
+    tmp_path: Path, keyword: str, value: list[str]
+) -> None:
+    ds = pydicom.dcmread(get_testdata_file("rtdose.dcm"))
+    setattr(ds, keyword, value)
+    (tmp_path / "src").mkdir()
+    ds.save_as(tmp_path / "src" / "dose.dcm")
+    summary, _ = _ingest([tmp_path / "src"], tmp_path / "store")
+    (q,) = summary.quarantined
+    assert q.reason.startswith("invalid Image") and "internal error" not in q.reason
+    assert not summary.written
+
+
 def test_regular_series_stays_one_volume(tmp_path: Path) -> None:
     series = Series(tmp_path / "src")
     iop = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)  # sagittal: slices along +x (L)

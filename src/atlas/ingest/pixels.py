@@ -55,7 +55,7 @@ from atlas.ingest.geometry import (
     sort_by_position,
     stack_geometry,
 )
-from atlas.ingest.geometry_values import vector_problem
+from atlas.ingest.geometry_values import geometry_problem, vector_problem
 from atlas.ingest.model import FileRef, InstanceInfo, Volume
 
 __all__ = ["check_decodable", "load_volume"]
@@ -282,6 +282,11 @@ def _multiframe_geometry(ds: Dataset, n: int) -> tuple[list[int], StackGeometry]
             return order, geometry
         return list(range(n)), stack_geometry(None, None, spacing, fallback, n)
 
+    problem = geometry_problem(
+        position=ds.get("ImagePositionPatient"), orientation=ds.get("ImageOrientationPatient")
+    )
+    if problem is not None:
+        raise InvalidInput(problem)
     iop = _floats(ds.get("ImageOrientationPatient"), 6)
     ipp = _floats(ds.get("ImagePositionPatient"), 3)
     fallback = _positive(ds.get("SpacingBetweenSlices"), ds.get("SliceThickness"))
