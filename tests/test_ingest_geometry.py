@@ -144,6 +144,9 @@ def test_regular_runs() -> None:
     assert regular_runs([0.0, 1.0, 2.0, 3.0]) == [(0, 4)]
     assert regular_runs([0.0, 1.0, 2.0, 3.0, 203.0, 204.0]) == [(0, 4), (4, 6)]
     assert regular_runs([0.0, 1.0, 2.0, 3.0, 5.0, 7.0, 9.0]) == [(0, 4), (4, 7)]
+    # an isolated first slice before a gap stands alone (not paired across the gap)
+    assert regular_runs([-99.48, 103.02, 104.27, 105.52]) == [(0, 1), (1, 4)]
+    assert regular_runs([0.0, 1.0, 2.0, 3.0, 5.0, 7.0, 9.0, 20.0]) == [(0, 4), (4, 7), (7, 8)]
     # jitter well within a tenth of the step stays one run; a drift beyond it does not
     assert regular_runs([0.0, 1.02, 1.98, 3.01, 4.0]) == [(0, 5)]
     assert len(regular_runs([0.0, 1.0, 2.1, 3.3, 4.6, 6.0])) > 1
@@ -260,6 +263,27 @@ def test_multiframe_invalid_geometry_is_quarantined(
     (q,) = summary.quarantined
     assert q.reason.startswith("invalid Image") and "internal error" not in q.reason
     assert not summary.written
+
+
+DICOMDIR_TESTS = Path(pydicom.data.__file__).parent / "test_files" / "dicomdirtests"
+
+
+def test_real_series_with_a_200_mm_gap(tmp_path: Path) -> None:
+    """pydicom's dicomdirtests CT2: 4 slices at z = -99.48, 103.02, 104.27, 105.52 mm."""
+    folder = DICOMDIR_TESTS / "77654033" / "CT2"
+    originals = {}
+    for path in sorted(folder.iterdir()):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        originals[str(ds.SOPInstanceUID)] = tuple(float(v) for v in ds.ImagePositionPatient)
+    summary, store = _ingest([folder], tmp_path / "store")
+    assert not summary.quarantined
+    assert _assert_every_slice_at_its_ipp(store, originals) == 2
+    sizes = sorted(r["size_z"] for r in records.read_table(store, "series").to_pylist())
+    assert sizes == [1, 3]
+    # the evenly spaced real series beside it stays one volume, also as SimpleITK reads it
+    ct5n = DICOMDIR_TESTS / "98892001" / "CT5N"
+    out = _compare_with_sitk(ct5n, tmp_path / "ct5n", multi_slice=True)
+    assert out["meta"].shape[0] == 5
 
 
 def test_regular_series_stays_one_volume(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from atlas.ingest.geometry import on_grid, stack_geometry
+from atlas.ingest.geometry import SLICE_POSITION_TOLERANCE, on_grid, stack_geometry
 from atlas.ingest.model import Volume
 
 __all__ = ["VolumePart", "regular_parts", "regular_runs"]
@@ -62,16 +62,26 @@ def regular_runs(positions: Sequence[float]) -> list[tuple[int, int]]:
     """Split sorted positions into consecutive runs ``[start, stop)`` that are evenly spaced.
 
     Greedy from the first position: a run grows while all its positions stay on one grid
-    (:func:`atlas.ingest.geometry.on_grid`). Any two positions form a run, so every run but
-    possibly the last has at least two slices.
+    (:func:`atlas.ingest.geometry.on_grid`). A slice stands alone when the step after it is
+    off the stack's median step but the next one is on it (an isolated slice before a gap is
+    not paired with the slice beyond the gap).
     """
     pos = np.asarray(positions, dtype=np.float64)
     n = int(pos.size)
     if on_grid(pos):
         return [(0, n)] if n else []
+    median = float(np.median(np.abs(np.diff(pos))))
+
+    def usual(k: int) -> bool:  # is the step from slice k to k + 1 the median step?
+        return abs(abs(float(pos[k + 1] - pos[k])) - median) <= SLICE_POSITION_TOLERANCE * median
+
     runs: list[tuple[int, int]] = []
     start = 0
     while start < n:
+        if start + 2 < n and not usual(start) and usual(start + 1):
+            runs.append((start, start + 1))
+            start += 1
+            continue
         stop = min(start + 2, n)
         while stop < n and on_grid(pos[start : stop + 1]):
             stop += 1
