@@ -366,6 +366,35 @@ def test_invalid_slice_thickness_is_noted_not_defaulted(tmp_path: Path, thicknes
     _assert_no_nonfinite_json(tmp_path / "store")
 
 
+def test_invalid_spacing_of_an_image_without_geometry_is_noted(tmp_path: Path) -> None:
+    """Without patient geometry a spacing places nothing: placeholder 1.0 mm and a note.
+
+    pydicom-data's RG1_UNCR.dcm is a real CR whose Pixel Spacing is 0\\0."""
+    real = DATA_STORE / "RG1_UNCR.dcm"
+    assert [float(v) for v in pydicom.dcmread(real, stop_before_pixels=True).PixelSpacing] == [
+        0.0,
+        0.0,
+    ]
+    series = Series(tmp_path / "src")
+    series.write(
+        None,
+        iop=None,
+        edit={
+            "ImagePositionPatient": None,
+            "ImageOrientationPatient": None,
+            "PixelSpacing": ["NaN", "0.5"],
+        },
+    )
+    for source, store_dir in ((real, "real"), (tmp_path / "src", "crafted")):
+        summary, store = _ingest([source], tmp_path / store_dir)
+        assert not summary.quarantined and len(summary.written) == 1
+        (row,) = records.read_table(store, "series").to_pylist()
+        assert (row["spacing_y"], row["spacing_x"]) == (1.0, 1.0)
+        note = open_image(store, row["image_path"]).metadata.extra["spacing_note"] or ""
+        assert "invalid Pixel Spacing" in note and "ignored" in note and "placeholder" in note
+        _assert_no_nonfinite_json(tmp_path / store_dir)
+
+
 def test_missing_pixel_spacing_is_noted(tmp_path: Path) -> None:
     series = Series(tmp_path / "src")
     for k in range(3):

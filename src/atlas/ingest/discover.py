@@ -449,6 +449,7 @@ def _instance_info(ref: FileRef, ds: Dataset, has_pixels: bool) -> InstanceInfo:
         orientation=h.texts(_IOP),
         pixel_spacing=h.texts(_PIXEL_SPACING),
         imager_pixel_spacing=h.texts(_IMAGER_PIXEL_SPACING),
+        located=bool(h.texts(_IPP) or h.texts(_IOP)),
     )
     if enhanced:
         orient = _functional_item(ds, "PlaneOrientationSequence")
@@ -460,6 +461,7 @@ def _instance_info(ref: FileRef, ds: Dataset, has_pixels: bool) -> InstanceInfo:
         problem = problem or geometry_problem(
             orientation=orient.get("ImageOrientationPatient") if orient is not None else None,
             pixel_spacing=measures.get("PixelSpacing") if measures is not None else None,
+            located=bool(orient is not None or h.texts(_IOP)),
         )
     meta = getattr(ds, "file_meta", None)
     ts = meta.get("TransferSyntaxUID") if meta is not None else None

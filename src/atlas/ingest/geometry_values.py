@@ -99,15 +99,23 @@ def geometry_problem(
     orientation: Any = None,
     pixel_spacing: Any = None,
     imager_pixel_spacing: Any = None,
+    located: bool = True,
 ) -> str | None:
     """The first problem of a header's geometry attributes (raw values), or ``None``.
 
     Each argument is the attribute's value as read (a string with ``\\`` separators, a
-    sequence of strings or numbers, or ``None`` when absent).
+    sequence of strings or numbers, or ``None`` when absent). The spacings are problems only
+    for ``located`` images (with patient position or orientation), whose voxels they place in
+    patient space; an image without patient geometry keeps a placeholder spacing and a note.
     """
+    spacing_problem = (
+        vector_problem(pixel_spacing, 2, "Pixel Spacing", positive=True)
+        or vector_problem(imager_pixel_spacing, 2, "Imager Pixel Spacing", positive=True)
+        if located
+        else None
+    )
     return (
         vector_problem(position, 3, "Image Position (Patient)")
         or orientation_problem(orientation)
-        or vector_problem(pixel_spacing, 2, "Pixel Spacing", positive=True)
-        or vector_problem(imager_pixel_spacing, 2, "Imager Pixel Spacing", positive=True)
+        or spacing_problem
     )

@@ -152,11 +152,16 @@ def _floats(value: object, n: int) -> tuple[float, ...] | None:
     return values if len(values) == n else None
 
 
-def _spacing(value: object, name: str = "Pixel Spacing") -> tuple[float, ...] | None:
-    """Two positive finite spacings, ``None`` when absent; :class:`InvalidInput` when invalid."""
+def _spacing(
+    value: object, name: str = "Pixel Spacing", strict: bool = True
+) -> tuple[float, ...] | None:
+    """Two positive finite spacings, ``None`` when absent; when invalid :class:`InvalidInput`
+    (``strict``: images with patient geometry) or ``None`` (noted later, see ``_load``)."""
     problem = vector_problem(value, 2, name, positive=True)
     if problem is not None:
-        raise InvalidInput(problem)
+        if strict:
+            raise InvalidInput(problem)
+        return None
     return _floats(value, 2)
 
 
@@ -231,12 +236,17 @@ def _lut_dataset(ds: Dataset, item: Dataset) -> Dataset:
 
 def _multiframe_geometry(ds: Dataset, n: int) -> tuple[list[int], StackGeometry]:
     """Frame order (indices into the file's frames) and geometry of a multi-frame object."""
-    top_spacing = _spacing(ds.get("PixelSpacing")) or _spacing(
-        ds.get("ImagerPixelSpacing"), "Imager Pixel Spacing"
+    planes = "ImagePositionPatient" in ds or "ImageOrientationPatient" in ds
+    if _is_enhanced(ds):
+        planes = planes or _fg_item(ds, 0, "PlanePositionSequence") is not None
+    top_spacing = _spacing(ds.get("PixelSpacing"), strict=planes) or _spacing(
+        ds.get("ImagerPixelSpacing"), "Imager Pixel Spacing", strict=planes
     )
     if _is_enhanced(ds):
         measures = _fg_item(ds, 0, "PixelMeasuresSequence")
-        spacing = (_spacing(measures.get("PixelSpacing")) if measures else None) or top_spacing
+        spacing = (
+            _spacing(measures.get("PixelSpacing"), strict=planes) if measures else None
+        ) or top_spacing
         fallback = _positive(
             measures.get("SpacingBetweenSlices") if measures else None,
             measures.get("SliceThickness") if measures else None,
@@ -531,6 +541,14 @@ def _load(instances: list[InstanceInfo], reader: _Reader) -> Volume:
         axes = "zyx"
 
     note = geometry.note
+    for keyword, name in (
+        ("PixelSpacing", "Pixel Spacing"),
+        ("ImagerPixelSpacing", "Imager Pixel Spacing"),
+    ):
+        problem = vector_problem(header.get(keyword), 2, name, positive=True)
+        if problem is not None:  # only images without patient geometry get this far
+            ignored = f"{problem}: ignored (the image has no patient geometry)"
+            note = f"{note}; {ignored}" if note else ignored
     for keyword, name in (
         ("SliceThickness", "Slice Thickness"),
         ("SpacingBetweenSlices", "Spacing Between Slices"),
