@@ -171,7 +171,8 @@ def test_color_is_czyx_rgb(kind: str, name: str) -> None:
     assert vol.axes == "czyx"
     assert vol.pixels.shape == (3, 1, int(ds.Rows), int(ds.Columns))
     np.testing.assert_array_equal(np.moveaxis(vol.pixels[:, 0], 0, -1), ds.pixel_array)
-    assert vol.direction.tolist() == np.eye(3).tolist()
+    # no patient geometry: the documented default, z -> S, y -> P, x -> L (columns z, y, x)
+    assert vol.direction.tolist() == [[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]
 
 
 def test_ybr_is_converted_to_rgb() -> None:
@@ -203,7 +204,7 @@ def test_real_monochrome1_is_inverted_before_rescale() -> None:
     inverted = (int(stored.min()) + int(stored.max())) - stored
     np.testing.assert_array_equal(vol.pixels[0], apply_modality_lut(inverted, ds))
     # a 2-D object without patient geometry
-    assert vol.direction.tolist() == np.eye(3).tolist()
+    assert vol.direction.tolist() == [[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]
     assert vol.origin == (0.0, 0.0, 0.0)
 
 

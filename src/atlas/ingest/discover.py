@@ -44,6 +44,7 @@ from pydicom.uid import (
 )
 
 from atlas.errors import InvalidInput, NotFound
+from atlas.ingest.geometry_values import geometry_problem
 from atlas.ingest.model import FileRef, InstanceInfo, Quarantined, SeriesGroup
 
 __all__ = [
@@ -443,6 +444,13 @@ def _instance_info(ref: FileRef, ds: Dataset, has_pixels: bool) -> InstanceInfo:
     iop = _floats(h.texts(_IOP), 6)
     ipp = _floats(h.texts(_IPP), 3) if number_of_frames == 1 else None
     spacing = _spacing(h.texts(_PIXEL_SPACING)) or _spacing(h.texts(_IMAGER_PIXEL_SPACING))
+    problem = geometry_problem(
+        position=h.texts(_IPP) if number_of_frames == 1 else None,
+        orientation=h.texts(_IOP),
+        pixel_spacing=h.texts(_PIXEL_SPACING),
+        imager_pixel_spacing=h.texts(_IMAGER_PIXEL_SPACING),
+        located=bool(h.texts(_IPP) or h.texts(_IOP)),
+    )
     if enhanced:
         orient = _functional_item(ds, "PlaneOrientationSequence")
         measures = _functional_item(ds, "PixelMeasuresSequence")
@@ -450,6 +458,11 @@ def _instance_info(ref: FileRef, ds: Dataset, has_pixels: bool) -> InstanceInfo:
             iop = _floats(orient.get("ImageOrientationPatient"), 6) or iop
         if measures is not None:
             spacing = _spacing(measures.get("PixelSpacing")) or spacing
+        problem = problem or geometry_problem(
+            orientation=orient.get("ImageOrientationPatient") if orient is not None else None,
+            pixel_spacing=measures.get("PixelSpacing") if measures is not None else None,
+            located=bool(orient is not None or h.texts(_IOP)),
+        )
     meta = getattr(ds, "file_meta", None)
     ts = meta.get("TransferSyntaxUID") if meta is not None else None
     burned = h.text(_BURNED_IN)
@@ -478,6 +491,7 @@ def _instance_info(ref: FileRef, ds: Dataset, has_pixels: bool) -> InstanceInfo:
         burned_in_annotation=burned.upper() if burned else None,
         image_type=tuple(h.texts(_IMAGE_TYPE)),
         has_pixel_data=has_pixels,
+        geometry_problem=problem,
     )
 
 

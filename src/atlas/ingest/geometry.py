@@ -27,8 +27,10 @@ from atlas.ingest.model import InstanceInfo, Quarantined, SeriesGroup
 __all__ = [
     "ORIENTATION_TOLERANCE",
     "POSITION_TOLERANCE_MM",
+    "SLICE_POSITION_TOLERANCE",
     "SPACING_RELATIVE_TOLERANCE",
     "StackGeometry",
+    "default_direction",
     "direction_matrix",
     "distances_along_normal",
     "same_orientation",
@@ -44,7 +46,12 @@ ORIENTATION_TOLERANCE = 1e-4
 #: two slices closer than this along the normal share a position (mm)
 POSITION_TOLERANCE_MM = 1e-3
 #: steps that differ from the median step by more than this fraction make a stack irregular
+#: (only for describing the steps in a note; regularity itself is decided per slice, below)
 SPACING_RELATIVE_TOLERANCE = 0.01
+#: a stack is regular when every slice lies within this fraction of the step (and at least
+#: POSITION_TOLERANCE_MM) of the grid through its first and last slice; otherwise ingest
+#: splits it into regular parts (docs/decisions/0015-regular-volumes-and-invalid-geometry.md)
+SLICE_POSITION_TOLERANCE = 0.1
 #: a gap within this fraction of k x the median step counts as k-1 missing slices
 _GAP_TOLERANCE = 0.1
 #: in-plane drift of the slice positions (fraction of the stack length) that counts as shear
@@ -75,14 +82,24 @@ def same_orientation(
     return len(a) == len(b) == 6 and all(abs(x - y) <= tolerance for x, y in zip(a, b, strict=True))
 
 
+def default_direction() -> np.ndarray:
+    """The direction of an image without patient geometry: z -> S, y -> P, x -> L.
+
+    The documented default of :func:`atlas.ome.write_image` (columns z, y, x), i.e. the
+    identity in ITK's (x, y, z) order: array x runs along patient x (L), y along y (P), z along
+    z (S).
+    """
+    return np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+
+
 def direction_matrix(iop: Sequence[float] | None) -> np.ndarray:
     """The 3x3 direction matrix (columns: normal, column cosines, row cosines) of ``iop``.
 
     The row and column direction cosines are kept exactly as given (oblique acquisitions
-    included); only the normal is computed. ``None`` gives the identity.
+    included); only the normal is computed. ``None`` gives :func:`default_direction`.
     """
     if iop is None:
-        return np.eye(3)
+        return default_direction()
     direction = np.empty((3, 3), dtype=np.float64)
     direction[:, 0] = slice_normal(iop)
     direction[:, 1] = np.asarray(iop[3:6], dtype=np.float64)
@@ -142,11 +159,13 @@ def spacing_along_normal(
 ) -> tuple[float, bool, str | None]:
     """Slice spacing of sorted positions along the normal, and whether it is regular.
 
-    Returns ``(spacing, regularly_spaced, note)``: ``spacing`` is the median step (``0.0``
-    with fewer than two positions); a stack is regular when every step is within
-    ``relative_tolerance`` of the median. Otherwise ``note`` says why in words an operator
-    can act on: missing slices (a gap of about k x the median step), repeated positions, or
-    irregular steps.
+    Returns ``(spacing, regularly_spaced, note)``. A stack is regular when every position
+    lies within :data:`SLICE_POSITION_TOLERANCE` of the step of the evenly spaced grid through
+    the first and last position (:func:`on_grid`); ``spacing`` is then that grid's step.
+    Otherwise ``spacing`` is the median step (``0.0`` with fewer than two positions) and
+    ``note`` says why in words an operator can act on: missing slices (a gap of about k x the
+    median step), repeated positions, or irregular steps (steps that differ from the median by
+    more than ``relative_tolerance``).
     """
     pos = np.asarray(positions, dtype=np.float64)
     if pos.size < 2:
@@ -155,15 +174,16 @@ def spacing_along_normal(
     step = float(np.median(np.abs(steps)))
     if step <= POSITION_TOLERANCE_MM:
         return 0.0, False, "slices repeat the same position along the normal"
+    if on_grid(pos):
+        return abs(float(pos[-1] - pos[0])) / (pos.size - 1), True, None
     tol = max(relative_tolerance * step, POSITION_TOLERANCE_MM)
     off = np.abs(np.abs(steps) - step) > tol
-    if not off.any():
-        return step, True, None
     bad = np.abs(steps[off])
     ratios = bad / step
     if (bad <= POSITION_TOLERANCE_MM).any():
         return step, False, "slices repeat the same position along the normal"
-    if np.all(ratios >= 1.5) and np.all(np.abs(ratios - np.round(ratios)) <= _GAP_TOLERANCE):
+    gaps = np.all(ratios >= 1.5) and np.all(np.abs(ratios - np.round(ratios)) <= _GAP_TOLERANCE)
+    if off.any() and gaps:
         missing = int(np.sum(np.round(ratios) - 1))
         where = ", ".join(str(int(k) + 1) for k in np.flatnonzero(off)[:5])
         more = "" if int(off.sum()) <= 5 else ", ..."
@@ -182,6 +202,24 @@ def spacing_along_normal(
     )
 
 
+def on_grid(positions: Sequence[float] | np.ndarray) -> bool:
+    """Whether sorted positions lie on one evenly spaced grid (first to last, same step).
+
+    Each position may deviate from the grid through the first and last position by at most
+    :data:`SLICE_POSITION_TOLERANCE` of the step (and at least :data:`POSITION_TOLERANCE_MM`).
+    Fewer than three positions are always on a grid; repeated positions never are.
+    """
+    pos = np.asarray(positions, dtype=np.float64)
+    if pos.size < 2:
+        return True
+    step = float(pos[-1] - pos[0]) / (pos.size - 1)
+    if abs(step) <= POSITION_TOLERANCE_MM:
+        return False
+    grid = pos[0] + step * np.arange(pos.size)
+    tol = max(SLICE_POSITION_TOLERANCE * abs(step), POSITION_TOLERANCE_MM)
+    return bool(np.all(np.abs(pos - grid) <= tol))
+
+
 @dataclass(frozen=True)
 class StackGeometry:
     """Geometry of one volume in the :class:`~atlas.ingest.model.Volume` convention."""
@@ -193,6 +231,8 @@ class StackGeometry:
     positions: list[float]
     regularly_spaced: bool
     note: str | None
+    #: the Image Position (Patient) of each z slice (``None`` without patient geometry)
+    slice_origins: list[tuple[float, float, float]] | None = None
 
 
 def stack_geometry(
@@ -205,57 +245,76 @@ def stack_geometry(
     """Geometry of ``n_slices`` slices already ordered along the normal.
 
     ``positions`` are the *Image Position (Patient)* of each slice in order, or ``None`` for
-    objects without patient geometry (then identity direction, origin 0 and slices
+    objects without patient geometry (then :func:`default_direction`, origin 0 and slices
     ``fallback_slice_spacing`` apart). ``fallback_slice_spacing`` (e.g. *Slice Thickness* or
-    *Spacing Between Slices*) is the slice spacing of single slices; default 1.0. In-plane
-    spacing comes from ``pixel_spacing`` (row spacing, column spacing) when positive, else 1.0.
+    *Spacing Between Slices*) is the slice spacing of single slices. In-plane spacing comes
+    from ``pixel_spacing`` (row spacing, column spacing).
+
+    Nothing is defaulted silently: a missing ``pixel_spacing`` (or single-slice
+    ``fallback_slice_spacing``) becomes 1.0 mm *with a note* saying it is a placeholder, and
+    a ``pixel_spacing`` that is not two positive finite numbers raises :class:`InvalidInput`.
     """
-    dy, dx = 1.0, 1.0
-    if pixel_spacing is not None and len(pixel_spacing) == 2:
-        ry, rx = float(pixel_spacing[0]), float(pixel_spacing[1])
-        if ry > 0 and rx > 0 and np.isfinite(ry) and np.isfinite(rx):
-            dy, dx = ry, rx
-    fallback = float(fallback_slice_spacing) if fallback_slice_spacing else 1.0
-    if fallback <= 0 or not np.isfinite(fallback):
-        fallback = 1.0
+    notes: list[str] = []
+    if pixel_spacing is None or len(pixel_spacing) == 0:
+        dy, dx = 1.0, 1.0
+        notes.append("no Pixel Spacing: the in-plane spacing of 1.0 mm is a placeholder")
+    else:
+        values = [float(v) for v in pixel_spacing]
+        if len(values) != 2 or not all(np.isfinite(v) and v > 0 for v in values):
+            raise InvalidInput("invalid Pixel Spacing: needs two positive finite numbers")
+        dy, dx = values
+    fallback = float(fallback_slice_spacing) if fallback_slice_spacing is not None else 0.0
+    if not (np.isfinite(fallback) and fallback > 0):
+        fallback = 0.0
+    single_z = fallback or 1.0
+    if n_slices == 1 and not fallback:
+        notes.append(
+            "no valid Slice Thickness or Spacing Between Slices: the slice spacing of 1.0 mm "
+            "is a placeholder"
+        )
     if positions is None or iop is None or len(positions) == 0:
         return StackGeometry(
-            spacing=(fallback, dy, dx),
+            spacing=(single_z, dy, dx),
             origin=(0.0, 0.0, 0.0),
-            direction=np.eye(3),
-            positions=[k * fallback for k in range(n_slices)],
+            direction=default_direction(),
+            positions=[k * single_z for k in range(n_slices)],
             regularly_spaced=True,
-            note=None,
+            note="; ".join(notes) or None,
         )
     if len(positions) != n_slices:
         raise InvalidInput(f"{len(positions)} slice positions for {n_slices} slices")
+    located = np.asarray(positions, dtype=np.float64).reshape(n_slices, 3)
+    if not np.all(np.isfinite(located)):
+        raise InvalidInput("invalid Image Position (Patient): a value is not a finite number")
     direction = direction_matrix(iop)
     dists = distances_along_normal(positions, iop)
     origin = tuple(float(v) for v in positions[0])
+    origins = [(float(p[0]), float(p[1]), float(p[2])) for p in located]
     if n_slices == 1:
         return StackGeometry(
-            spacing=(fallback, dy, dx),
+            spacing=(single_z, dy, dx),
             origin=(origin[0], origin[1], origin[2]),
             direction=direction,
             positions=dists,
             regularly_spaced=True,
-            note=None,
+            note="; ".join(notes) or None,
+            slice_origins=origins,
         )
     step, regular, note = spacing_along_normal(dists)
+    if note:
+        notes.append(note)
     if step <= 0:
-        step = fallback
+        step = single_z
     # Positions that drift within the image plane (gantry tilt, shear) are not described by
     # origin + direction * spacing; say so rather than silently resampling.
-    first = np.asarray(positions[0], dtype=np.float64)
-    last = np.asarray(positions[-1], dtype=np.float64)
+    first, last = located[0], located[-1]
     along = float(np.dot(last - first, direction[:, 0]))
     drift = float(np.linalg.norm((last - first) - along * direction[:, 0]))
     if drift > _SHEAR_TOLERANCE * abs(along) + POSITION_TOLERANCE_MM:
-        shear = (
+        notes.append(
             f"slice positions drift {drift:.4g} mm within the image plane over the stack "
             "(gantry tilt or sheared acquisition); the affine does not describe every slice"
         )
-        note = f"{note}; {shear}" if note else shear
         regular = False
     return StackGeometry(
         spacing=(step, dy, dx),
@@ -263,7 +322,8 @@ def stack_geometry(
         direction=direction,
         positions=dists,
         regularly_spaced=regular,
-        note=note,
+        note="; ".join(notes) or None,
+        slice_origins=origins,
     )
 
 
@@ -343,8 +403,12 @@ def split_series(
     same number of times everywhere become one volume per repetition, and stray repeats are
     quarantined. Multi-frame objects (enhanced or legacy) are a volume each, ordered later
     from their per-frame functional groups; single-frame objects without patient geometry
-    (CR, DX, US, secondary capture) are a 2-D volume each. Objects without pixel data are
-    quarantined.
+    (CR, DX, US, secondary capture) are a 2-D volume each. Objects without pixel data, and
+    objects whose geometry attributes are present but invalid
+    (:attr:`~atlas.ingest.model.InstanceInfo.geometry_problem`), are quarantined.
+
+    Volumes are not yet split at gaps: :func:`atlas.ingest.parts.regular_parts` does that once
+    the pixels are loaded, so that labels are mapped on the whole stack first.
     """
     volumes: list[list[InstanceInfo]] = []
     quarantined: list[Quarantined] = []
@@ -352,6 +416,8 @@ def split_series(
     for inst in sorted(group.instances, key=_instance_key):
         if not inst.has_pixel_data:
             quarantined.append(Quarantined(inst.ref, "no pixel data"))
+        elif inst.geometry_problem:
+            quarantined.append(Quarantined(inst.ref, inst.geometry_problem))
         elif inst.number_of_frames > 1:
             volumes.append([inst])
         else:

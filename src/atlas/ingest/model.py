@@ -99,6 +99,8 @@ class InstanceInfo:
     burned_in_annotation: str | None = None
     image_type: tuple[str, ...] = ()
     has_pixel_data: bool = True
+    #: why a geometry attribute present in the header is invalid (the instance is quarantined)
+    geometry_problem: str | None = None
 
     def __repr__(self) -> str:
         return f"InstanceInfo(modality={self.modality!r}, rows={self.rows}, cols={self.columns})"
@@ -143,6 +145,9 @@ class Volume:
     spacing_note: str | None = None
     #: original Frame of Reference UID
     frame_of_reference_uid: str | None = None
+    #: LPS position (mm) of each z slice's first voxel (its Image Position (Patient)); ``None``
+    #: for images without patient geometry
+    slice_origins: list[tuple[float, float, float]] | None = None
 
     def __repr__(self) -> str:
         return f"Volume(shape={self.pixels.shape}, dtype={self.pixels.dtype})"

@@ -179,7 +179,8 @@ def ingest_nifti(task: NiftiTask) -> SeriesOutcome:
         "spacing_z": volume.spacing[0], "spacing_y": volume.spacing[1],
         "spacing_x": volume.spacing[2], "size_z": nz, "size_y": ny, "size_x": nx,
         "channels": 1, "dtype": str(volume.pixels.dtype), "regularly_spaced": True,
-        "levels": len(image.metadata.levels), "labels": list(labels), "source_format": "NIfTI",
+        "part": 1, "parts": 1, "levels": len(image.metadata.levels), "labels": list(labels),
+        "source_format": "NIfTI",
     }  # fmt: skip
     out.images = [path]
     out.bytes_out = _stored_size(store, path)

@@ -55,6 +55,7 @@ from atlas.ingest.geometry import (
     sort_by_position,
     stack_geometry,
 )
+from atlas.ingest.geometry_values import geometry_problem, vector_problem
 from atlas.ingest.model import FileRef, InstanceInfo, Volume
 
 __all__ = ["check_decodable", "load_volume"]
@@ -151,9 +152,17 @@ def _floats(value: object, n: int) -> tuple[float, ...] | None:
     return values if len(values) == n else None
 
 
-def _spacing(value: object) -> tuple[float, ...] | None:
-    values = _floats(value, 2)
-    return values if values is not None and min(values) > 0 else None
+def _spacing(
+    value: object, name: str = "Pixel Spacing", strict: bool = True
+) -> tuple[float, ...] | None:
+    """Two positive finite spacings, ``None`` when absent; when invalid :class:`InvalidInput`
+    (``strict``: images with patient geometry) or ``None`` (noted later, see ``_load``)."""
+    problem = vector_problem(value, 2, name, positive=True)
+    if problem is not None:
+        if strict:
+            raise InvalidInput(problem)
+        return None
+    return _floats(value, 2)
 
 
 def _positive(*values: object) -> float | None:
@@ -227,10 +236,17 @@ def _lut_dataset(ds: Dataset, item: Dataset) -> Dataset:
 
 def _multiframe_geometry(ds: Dataset, n: int) -> tuple[list[int], StackGeometry]:
     """Frame order (indices into the file's frames) and geometry of a multi-frame object."""
-    top_spacing = _spacing(ds.get("PixelSpacing")) or _spacing(ds.get("ImagerPixelSpacing"))
+    planes = "ImagePositionPatient" in ds or "ImageOrientationPatient" in ds
+    if _is_enhanced(ds):
+        planes = planes or _fg_item(ds, 0, "PlanePositionSequence") is not None
+    top_spacing = _spacing(ds.get("PixelSpacing"), strict=planes) or _spacing(
+        ds.get("ImagerPixelSpacing"), "Imager Pixel Spacing", strict=planes
+    )
     if _is_enhanced(ds):
         measures = _fg_item(ds, 0, "PixelMeasuresSequence")
-        spacing = (_spacing(measures.get("PixelSpacing")) if measures else None) or top_spacing
+        spacing = (
+            _spacing(measures.get("PixelSpacing"), strict=planes) if measures else None
+        ) or top_spacing
         fallback = _positive(
             measures.get("SpacingBetweenSlices") if measures else None,
             measures.get("SliceThickness") if measures else None,
@@ -245,6 +261,18 @@ def _multiframe_geometry(ds: Dataset, n: int) -> tuple[list[int], StackGeometry]
             positions.append(_floats(pos.get("ImagePositionPatient"), 3) if pos else None)
             orientations.append(_floats(ori.get("ImageOrientationPatient"), 6) if ori else None)
         iop = orientations[0]
+        invalid = [
+            f
+            for f in range(n)
+            if (positions[f] is None) != (positions[0] is None)
+            or (positions[f] is not None and not all(np.isfinite(positions[f] or ())))
+            or (orientations[f] is not None and not all(np.isfinite(orientations[f] or ())))
+        ]
+        if invalid:
+            raise InvalidInput(
+                f"invalid plane position or orientation in {len(invalid)} frame(s) of this "
+                f"multi-frame object (first: frame {invalid[0] + 1}); the frames cannot be placed"
+            )
         if iop is not None and all(p is not None for p in positions):
             if not all(o is not None and same_orientation(iop, o) for o in orientations):
                 raise InvalidInput(
@@ -264,6 +292,11 @@ def _multiframe_geometry(ds: Dataset, n: int) -> tuple[list[int], StackGeometry]
             return order, geometry
         return list(range(n)), stack_geometry(None, None, spacing, fallback, n)
 
+    problem = geometry_problem(
+        position=ds.get("ImagePositionPatient"), orientation=ds.get("ImageOrientationPatient")
+    )
+    if problem is not None:
+        raise InvalidInput(problem)
     iop = _floats(ds.get("ImageOrientationPatient"), 6)
     ipp = _floats(ds.get("ImagePositionPatient"), 3)
     fallback = _positive(ds.get("SpacingBetweenSlices"), ds.get("SliceThickness"))
@@ -507,6 +540,23 @@ def _load(instances: list[InstanceInfo], reader: _Reader) -> Volume:
         pixels = _rescale(raw, maps, modality)
         axes = "zyx"
 
+    note = geometry.note
+    for keyword, name in (
+        ("PixelSpacing", "Pixel Spacing"),
+        ("ImagerPixelSpacing", "Imager Pixel Spacing"),
+    ):
+        problem = vector_problem(header.get(keyword), 2, name, positive=True)
+        if problem is not None:  # only images without patient geometry get this far
+            ignored = f"{problem}: ignored (the image has no patient geometry)"
+            note = f"{note}; {ignored}" if note else ignored
+    for keyword, name in (
+        ("SliceThickness", "Slice Thickness"),
+        ("SpacingBetweenSlices", "Spacing Between Slices"),
+    ):
+        raw_value = header.get(keyword)
+        if raw_value not in (None, "") and _positive(raw_value) is None:
+            ignored = f"invalid {name} (not a positive finite number) ignored"
+            note = f"{note}; {ignored}" if note else ignored
     return Volume(
         pixels=pixels,
         axes=axes,
@@ -518,7 +568,8 @@ def _load(instances: list[InstanceInfo], reader: _Reader) -> Volume:
         frames=frames_of,
         header=header,
         instances=list(ordered),
-        spacing_note=geometry.note,
+        spacing_note=note,
+        slice_origins=geometry.slice_origins,
         frame_of_reference_uid=first.frame_of_reference_uid
         or (str(header.FrameOfReferenceUID) if header.get("FrameOfReferenceUID") else None),
     )

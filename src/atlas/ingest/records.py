@@ -66,6 +66,9 @@ def schemas() -> dict[str, Any]:
                 ("channels", pa.int32()),
                 ("dtype", pa.string()),
                 ("regularly_spaced", pa.bool_()),
+                # part k of n of a series split where its slices are not evenly spaced
+                ("part", pa.int32()),
+                ("parts", pa.int32()),
                 ("levels", pa.int32()),
                 ("labels", pa.list_(pa.string())),
                 ("source_format", pa.string()),

@@ -9,16 +9,21 @@ series carried.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from atlas.errors import AtlasError
 from atlas.ingest import journal, records
 from atlas.ingest.model import FileRef, InstanceInfo, LabelVolume, Quarantined, SeriesGroup, Volume
 from atlas.storage import Store
+
+if TYPE_CHECKING:
+    from atlas.ingest.parts import VolumePart
 
 SECRET_ENV = "ATLAS_SITE_SECRET"
 
@@ -151,11 +156,58 @@ def _text(ds: Any, keyword: str) -> str | None:
 
 
 def _float(ds: Any, keyword: str) -> float | None:
+    """A finite number, else ``None`` (NaN or infinity never reach a record or JSON)."""
     try:
         value = getattr(ds, keyword, None)
-        return float(value) if value not in (None, "") else None
+        number = float(value) if value not in (None, "") else None
     except (TypeError, ValueError):
         return None
+    return number if number is not None and math.isfinite(number) else None
+
+
+def _load_parts(
+    task: SeriesTask,
+    volume_groups: list[list[InstanceInfo]],
+    out: SeriesOutcome,
+    scrub: Scrubber,
+    deid: Any,
+    used_labels: set[int],
+    label_problems: list[Quarantined],
+) -> Iterator[tuple[VolumePart, list[tuple[str, LabelVolume]]]]:
+    """Load each volume, map its labels on the whole stack, then yield its evenly spaced
+    parts (:func:`~atlas.ingest.parts.regular_parts`) with their slices of the labels.
+
+    Volumes that cannot be loaded are quarantined into ``out``; one volume is in memory at a
+    time.
+    """
+    from atlas.ingest.parts import regular_parts
+    from atlas.ingest.pixels import load_volume
+
+    for instances in volume_groups:
+        try:
+            volume = load_volume(instances)
+        except (AtlasError, ValueError, NotImplementedError, RuntimeError, OSError) as exc:
+            reason = (
+                scrub(f"{type(exc).__name__}: {exc}")
+                if not isinstance(exc, AtlasError)
+                else scrub(str(exc))
+            )
+            out.quarantined.extend(Quarantined(i.ref, reason, out.series_id) for i in instances)
+            continue
+        labels, problems, used = _labels_for_volume(task, volume, scrub, deid, out)
+        used_labels |= used
+        label_problems.extend(problems)
+        for part in regular_parts(volume):
+            if part.count == 1:
+                yield part, labels
+                continue
+            yield (
+                part,
+                [
+                    (name, replace(lab, mask=lab.mask[part.start : part.stop]))
+                    for name, lab in labels
+                ],
+            )
 
 
 def label_failure(what: str, exc: BaseException, scrub: Scrubber) -> str:
@@ -230,7 +282,8 @@ def _series_row_fields(header: Any) -> dict[str, Any]:
         "acquisition_date": _text(header, "AcquisitionDate")
         or _text(header, "SeriesDate")
         or _text(header, "StudyDate"),
-        "slice_thickness": _float(header, "SliceThickness"),
+        # a thickness that is not a positive finite number is left out (the image notes it)
+        "slice_thickness": t if (t := _float(header, "SliceThickness")) and t > 0 else None,
     }
 
 
@@ -239,7 +292,6 @@ def ingest_series(task: SeriesTask) -> SeriesOutcome:
     from atlas.ingest.deid import burned_in_risk, header_json
     from atlas.ingest.geometry import split_series
     from atlas.ingest.label_text import label_properties
-    from atlas.ingest.pixels import load_volume
     from atlas.ome import LabelSpec, write_image
 
     t0 = time.perf_counter()
@@ -288,23 +340,12 @@ def ingest_series(task: SeriesTask) -> SeriesOutcome:
     annotation_rows: list[dict[str, Any]] = []
     used_labels: set[int] = set()
     label_problems: list[Quarantined] = []
-    for vi, instances in enumerate(volume_groups):
-        try:
-            volume = load_volume(instances)
-        except (AtlasError, ValueError, NotImplementedError, RuntimeError, OSError) as exc:
-            reason = (
-                scrub(f"{type(exc).__name__}: {exc}")
-                if not isinstance(exc, AtlasError)
-                else scrub(str(exc))
-            )
-            out.quarantined.extend(Quarantined(i.ref, reason, series_id) for i in instances)
-            continue
-        labels, problems, used = _labels_for_volume(task, volume, scrub, deid, out)
-        used_labels |= used
-        label_problems.extend(problems)
+    loaded = _load_parts(task, volume_groups, out, scrub, deid, used_labels, label_problems)
+    for vi, (part, labels) in enumerate(loaded):
+        volume = part.volume
         clean_header = deid.deidentify(volume.header, patient_id=patient)
         fields = _series_row_fields(clean_header)
-        suffix = "" if len(volume_groups) == 1 else f"_v{vi + 1}"
+        suffix = "" if len(volume_groups) == 1 and part.count == 1 else f"_v{vi + 1}"
         path = f"{collection}/{subject_id}/{study_id}/{series_id}{suffix}.ome.zarr"
         spatial = volume.pixels.shape[-3:]
         image = write_image(
@@ -331,6 +372,7 @@ def ingest_series(task: SeriesTask) -> SeriesOutcome:
                 "series": {**base, "volume": vi, **fields},
                 "regularly_spaced": volume.regularly_spaced,
                 "spacing_note": volume.spacing_note,
+                "part": part.attributes(),
             },
             overwrite=True,
         )
@@ -384,6 +426,8 @@ def ingest_series(task: SeriesTask) -> SeriesOutcome:
                 "channels": int(volume.pixels.shape[0]) if volume.axes.startswith("c") else 1,
                 "dtype": str(volume.pixels.dtype),
                 "regularly_spaced": volume.regularly_spaced,
+                "part": part.index,
+                "parts": part.count,
                 "levels": len(meta.levels),
                 "labels": [name for name, _ in labels],
                 "source_format": "DICOM",

@@ -159,6 +159,18 @@ def check_direction(direction: Any, n_spatial: int) -> np.ndarray:
     return d
 
 
+def ome_translation(origin: tuple[float, float, float], n_spatial: int) -> tuple[float, ...]:
+    """The level-0 OME ``translation``: voxel 0's patient position (LPS mm) in the world axes
+    ``z, y, x`` = patient S, P, L (for 2-D ``y, x`` = P, L), i.e. ``origin`` reversed.
+
+    This is how ITK/SimpleITK define an origin and how ngff-zarr's ITK bridge maps it. For an
+    image whose array axes run along +S, +P, +L every voxel's OME position is its patient
+    position; otherwise voxel 0 is and only ``atlas.affine`` is exact for the rest (see
+    ``docs/decisions/0016-ome-translation-and-default-direction.md``).
+    """
+    return tuple(float(v) for v in reversed(origin))[3 - n_spatial :]
+
+
 def affine_matrix(
     spacing: tuple[float, ...], origin: tuple[float, float, float], direction: np.ndarray
 ) -> np.ndarray:

@@ -45,6 +45,7 @@ from atlas.ome.metadata import (
     label_json,
     make_axes,
     multiscales_json,
+    ome_translation,
     omero_json,
 )
 from atlas.ome.pyramid import PlannedLevel, plan_levels
@@ -342,7 +343,9 @@ def write_image(
         Patient-space (LPS) position in mm of the centre of voxel 0 (default 0, 0, 0).
     direction:
         3 x n_spatial direction cosines; column ``a`` is the LPS unit vector of spatial axis
-        ``a`` in array order (default: array x, y, z along patient x, y, z).
+        ``a`` in array order (default: array x, y, z along patient x, y, z). The OME
+        ``translation`` of level 0 is ``origin`` in z, y, x (S, P, L) order, voxel 0's
+        patient position (:func:`atlas.ome.metadata.ome_translation`).
     axes:
         ``"zyx"``, ``"yx"``, ``"czyx"`` or ``"cyx"``; inferred from ``data.ndim`` when omitted.
     modality:
@@ -434,7 +437,7 @@ def write_image(
         stats = _Stats(count_values=False)
         image_w.write_level0(data, stats)
         image_w.write_pyramid()
-        translation0 = tuple(float(dmat[:, a] @ np.asarray(origin_t)) for a in range(n_sp))
+        translation0 = ome_translation(origin_t, n_sp)
         levels = image_w.levels(spacing_t, translation0)
         label_infos = [
             _write_label(st, path, lname, spec, plan, layout, spacing_t, translation0)
