@@ -10,6 +10,9 @@ A ``sites.toml`` lists each data provider::
     region = "eu-west-1"
     key_env = "ATLAS_NL_KEY"          # names of environment variables, never the secrets
     secret_env = "ATLAS_NL_SECRET"
+    connect_timeout = 3               # seconds; all limits are finite and positive
+    read_timeout = 30
+    operation_timeout = 66            # one operation, retries included (default 2*(3+30))
 
 The file's path comes from ``--sites`` or ``ATLAS_SITES``.
 """
@@ -26,6 +29,7 @@ from typing import Any
 
 from atlas.errors import ConfigError, NotFound
 from atlas.storage import Store, StoreLocation, Timeouts, parse_url
+from atlas.storage.timeouts import check_seconds
 
 DEFAULT_DATA_DIR = "./atlas-data"
 SITES_ENV = "ATLAS_SITES"
@@ -41,6 +45,8 @@ _SITE_KEYS = {
     "anonymous",
     "connect_timeout",
     "read_timeout",
+    "operation_timeout",
+    "client_attempts",
 }
 
 
@@ -79,6 +85,26 @@ class Settings:
         raise NotFound(f"unknown site {name!r}; known sites: {known}")
 
 
+def _timeouts_from_table(table: Mapping[str, Any], where: str) -> Timeouts:
+    """The site's network limits: finite, positive seconds (``inf``, ``nan``, 0 are refused)."""
+    defaults = Timeouts()
+    values: dict[str, Any] = {}
+    for key, field_name in (
+        ("connect_timeout", "connect"),
+        ("read_timeout", "read"),
+        ("operation_timeout", "operation"),
+    ):
+        if key in table:
+            values[field_name] = check_seconds(table[key], key, where)
+    attempts = table.get("client_attempts", defaults.client_attempts)
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= 20:
+        raise ConfigError(
+            f"{where}: client_attempts must be an integer from 1 to 20, got {attempts!r}"
+        )
+    values["client_attempts"] = attempts
+    return Timeouts(**values)
+
+
 def _site_from_table(table: Mapping[str, Any], where: str) -> Site:
     unknown = set(table) - _SITE_KEYS
     if unknown:
@@ -94,16 +120,9 @@ def _site_from_table(table: Mapping[str, Any], where: str) -> Site:
     country = str(table.get("country", ""))
     if country and not re.fullmatch(r"[A-Z]{2}", country):
         raise ConfigError(f"{where}: country {country!r} must be an ISO 3166 alpha-2 code, e.g. NL")
-    for key in ("connect_timeout", "read_timeout"):
-        value = table.get(key, 1.0)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise ConfigError(f"{where}: {key} must be a positive number of seconds, got {value!r}")
     if not isinstance(table.get("anonymous", False), bool):
         raise ConfigError(f"{where}: anonymous must be true or false (a TOML boolean)")
-    timeouts = Timeouts(
-        connect=float(table.get("connect_timeout", Timeouts.connect)),
-        read=float(table.get("read_timeout", Timeouts.read)),
-    )
+    timeouts = _timeouts_from_table(table, f"{where} (site {name!r})")
     try:
         location = parse_url(
             table["store"],

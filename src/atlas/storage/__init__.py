@@ -1,7 +1,8 @@
 """Where bytes live: local directories, ``memory://`` and S3, for zarr, tensorstore and fsspec."""
 
-from atlas.storage.location import StoreLocation, Timeouts, parse_url
+from atlas.storage.location import StoreLocation, parse_url
 from atlas.storage.store import ProbeResult, Store, open_store
+from atlas.storage.timeouts import Timeouts
 from atlas.storage.wrappers import (
     FaultConfig,
     FaultStore,

@@ -78,7 +78,8 @@ def translate(
             return StoreUnavailable(
                 f"{who}store {location.url} is unreachable"
                 + (f" at {location.endpoint}" if location.endpoint else "")
-                + f" ({name}); is the endpoint up? Retried within bounded timeouts.",
+                + (f" ({name}: {_short(text)})" if name == "RequestDeadline" else f" ({name})")
+                + "; is the endpoint up? Retried within bounded timeouts.",
                 site=site,
                 location=location.url,
             )

@@ -15,22 +15,13 @@ from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 from atlas.errors import InvalidInput
+from atlas.storage.timeouts import Timeouts
 
 Scheme = Literal["file", "memory", "s3"]
 
 DEFAULT_KEY_ENV = "AWS_ACCESS_KEY_ID"
 DEFAULT_SECRET_ENV = "AWS_SECRET_ACCESS_KEY"
 _S3_QUERY_KEYS = {"endpoint", "region", "key_env", "secret_env", "anonymous"}
-
-
-@dataclass(frozen=True)
-class Timeouts:
-    """Network limits for remote stores: a dead endpoint fails within these bounds, never hangs."""
-
-    connect: float = 3.0
-    read: float = 30.0
-    #: attempts made by the S3 client itself for connection-level errors (our RetryPolicy wraps it)
-    client_attempts: int = 2
 
 
 @dataclass(frozen=True)
@@ -99,6 +90,26 @@ def _clean_key_path(path: str) -> str:
     return "/".join(parts)
 
 
+def check_endpoint(endpoint: str) -> str:
+    """``endpoint`` if it is an ``http(s)://host[:port]`` URL, else :class:`InvalidInput`."""
+    if not isinstance(endpoint, str):
+        raise InvalidInput(f"S3 endpoint must be an http(s) URL string, got {endpoint!r}")
+    split = urlsplit(endpoint)
+    if split.scheme not in ("http", "https") or not split.hostname:
+        raise InvalidInput(
+            f"S3 endpoint must be an http(s) URL such as http://127.0.0.1:8333, got {endpoint!r}"
+        )
+    try:
+        port = split.port
+    except ValueError:  # not a number, or outside 0-65535
+        port = 0
+    if port == 0 or (port is None and split.netloc.endswith(":")):
+        raise InvalidInput(
+            f"S3 endpoint {endpoint!r} has an invalid port; use a number from 1 to 65535"
+        )
+    return endpoint
+
+
 def parse_url(
     url: str | os.PathLike[str],
     *,
@@ -149,8 +160,8 @@ def parse_url(
             )
         root = _clean_key_path(bucket + "/" + split.path)
         endpoint = endpoint or query.get("endpoint")
-        if endpoint is not None and not urlsplit(endpoint).scheme.startswith("http"):
-            raise InvalidInput(f"S3 endpoint must be an http(s) URL, got {endpoint!r}")
+        if endpoint is not None:
+            check_endpoint(endpoint)
         return StoreLocation(
             scheme="s3",
             root=root,

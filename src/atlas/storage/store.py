@@ -10,7 +10,6 @@ opens the store, and are never written anywhere.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import builtins
 import errno
 import functools
@@ -21,7 +20,6 @@ import socket
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -35,6 +33,15 @@ from zarr.storage import FsspecStore
 from atlas.errors import ConfigError, Forbidden, InvalidInput, NotFound, StoreUnavailable
 from atlas.storage.failures import translated
 from atlas.storage.location import StoreLocation, Timeouts, _clean_key_path, parse_url
+from atlas.storage.s3session import close_fs, make_s3fs
+from atlas.storage.timeouts import (
+    Deadline,
+    configure_tensorstore_http,
+    deadline_error,
+    s3_config_kwargs,
+    tensorstore_context_spec,
+    ts_result,
+)
 from atlas.storage.wrappers import (
     FaultConfig,
     FaultStore,
@@ -54,20 +61,6 @@ T = TypeVar("T")
 _MEMORY_LOCK = threading.Lock()
 #: serialises conditional writes to memory:// stores (one process holds all of them)
 _CONDITIONAL_LOCK = threading.Lock()
-_OPEN_S3: weakref.WeakSet[Store] = weakref.WeakSet()
-_EXIT_HOOK: list[bool] = []
-
-
-def _register_exit_close() -> None:
-    """Close S3 sessions at interpreter exit (registered on first use, not at import)."""
-    if not _EXIT_HOOK:
-        _EXIT_HOOK.append(True)
-        atexit.register(_close_all_s3)
-
-
-def _close_all_s3() -> None:
-    for store in list(_OPEN_S3):
-        store.close()
 
 
 @dataclass(frozen=True)
@@ -191,11 +184,7 @@ class Store:
         t: Timeouts = loc.timeouts
         opts: dict[str, Any] = {
             "client_kwargs": {"region_name": loc.region},
-            "config_kwargs": {
-                "connect_timeout": t.connect,
-                "read_timeout": t.read,
-                "retries": {"max_attempts": t.client_attempts, "mode": "standard"},
-            },
+            "config_kwargs": s3_config_kwargs(t),
         }
         if loc.endpoint:
             opts["client_kwargs"]["endpoint_url"] = loc.endpoint
@@ -232,12 +221,9 @@ class Store:
 
             return MemoryFileSystem()
         try:
-            import s3fs
+            return make_s3fs(self.s3fs_options(), self.location.timeouts, asynchronous=asynchronous)
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise ConfigError("s3:// stores need s3fs: pip install 'atlas-imaging[s3]'") from exc
-        fs = s3fs.S3FileSystem(asynchronous=asynchronous, **self.s3fs_options())
-        fs.retries = max(1, self.location.timeouts.client_attempts)
-        return fs
 
     # -- zarr -----------------------------------------------------------------------------
     def zarr_store(self) -> ZarrStore:
@@ -267,19 +253,20 @@ class Store:
     def _async_fs(self) -> Any:
         if self._afs is None:
             self._afs = self._make_fs(asynchronous=True)
-            if self.location.scheme == "s3":
-                _OPEN_S3.add(self)
-                _register_exit_close()
         return self._afs
 
     def close(self) -> None:
-        """Close this handle's network sessions (S3); the handle reopens them when used again."""
-        afs, self._afs, self._zarr = self._afs, None, None
-        s3 = getattr(afs, "_s3", None)
-        if s3 is not None:
-            with suppress(Exception):
-                sync(s3.__aexit__(None, None, None))
-        _OPEN_S3.discard(self)
+        """Close this handle's network sessions (S3); the handle reopens them when used again.
+
+        Handles on the same location with the same options share one session (s3fs caches
+        its filesystems); closing it makes the others reconnect on their next request.
+        Sessions still open at exit are closed then (also in worker processes).
+        """
+        if self.location.scheme == "s3":
+            for fs in (self._afs, self._fs):
+                if fs is not None:
+                    close_fs(fs)
+        self._afs, self._fs, self._zarr = None, None, None
 
     def __enter__(self) -> Store:
         return self
@@ -294,7 +281,7 @@ class Store:
         if self.latency is not None:
             store = LatencyStore(store, self.latency)
         if self.retry is not None:
-            store = RetryStore(store, self.retry)
+            store = RetryStore(store, self.retry, location=self.location)
         return store
 
     # -- tensorstore ----------------------------------------------------------------------
@@ -332,8 +319,33 @@ class Store:
         if self._ts_context is None:
             import tensorstore as ts
 
-            self._ts_context = ts.Context()
+            if self.location.scheme == "s3":
+                configure_tensorstore_http(self.location.timeouts)
+                self._ts_context = ts.Context(tensorstore_context_spec(self.location.timeouts))
+            else:
+                self._ts_context = ts.Context()
         return self._ts_context
+
+    def _ts_result(self, future: Any, what: str, limit: Deadline | None = None) -> Any:
+        """A tensorstore future's result, within the operation deadline for remote stores."""
+        if self.location.scheme != "s3":
+            return future.result()
+        timeouts = self.location.timeouts
+        left = limit.remaining() if limit is not None else None
+
+        def failed(reason: str | None) -> StoreUnavailable:
+            if reason is None:
+                return deadline_error(
+                    timeouts.deadline, timeouts, url=self.url, site=self.site, op=what, key=None
+                )
+            who = f"site {self.site!r} " if self.site else ""
+            return StoreUnavailable(
+                f"{who}store {self.url} did not answer ({what}): {reason}",
+                site=self.site,
+                location=self.url,
+            )
+
+        return ts_result(future, timeouts.deadline if left is None else left, failed)
 
     def open_tensorstore(self, spec: dict[str, Any], **kwargs: Any) -> Any:
         """``tensorstore.open(spec)`` with this store's context and credentials.
@@ -344,16 +356,19 @@ class Store:
         import tensorstore as ts
 
         with self.aws_environment():
-            return ts.open(spec, context=self.tensorstore_context(), **kwargs).result()
+            opened = ts.open(spec, context=self.tensorstore_context(), **kwargs)
+            return self._ts_result(opened, "open with tensorstore")
 
     def open_kvstore(self, path: str = "") -> Any:
         """A tensorstore ``KvStore`` for ``path`` below the root, with credentials primed."""
         import tensorstore as ts
 
+        limit = Deadline(self.location.timeouts.deadline)  # one deadline for both steps
         with self.aws_environment():
             opened = ts.KvStore.open(self.kvstore_spec(path), context=self.tensorstore_context())
-            kv = opened.result()
-            kv.read(".atlas-credentials-probe").result()  # fetches and caches the credentials
+            kv = self._ts_result(opened, "open with tensorstore", limit)
+            # fetches and caches the credentials
+            self._ts_result(kv.read(".atlas-credentials-probe"), "read with tensorstore", limit)
         return kv
 
     # -- bytes ----------------------------------------------------------------------------
@@ -713,29 +728,21 @@ class Store:
         if loc.scheme == "memory":
             return
         fs = self._async_fs()
+        who = f"site {loc.site!r}: " if loc.site else ""
 
         async def head() -> None:
-            await fs._call_s3("head_bucket", Bucket=loc.bucket)
+            with translated(loc, op="open bucket of"):
+                try:
+                    await fs._call_s3("head_bucket", Bucket=loc.bucket)
+                except FileNotFoundError as exc:
+                    raise NotFound(
+                        f"{who}bucket {loc.bucket!r} does not exist at {loc.endpoint or 'AWS'}",
+                        site=loc.site,
+                        location=loc.url,
+                    ) from exc
 
-        who = f"site {loc.site!r}: " if loc.site else ""
-        attempt = 1
-        while True:
-            try:
-                with translated(loc, op="open bucket of"):
-                    try:
-                        sync(head())
-                    except FileNotFoundError as exc:
-                        raise NotFound(
-                            f"{who}bucket {loc.bucket!r} does not exist at {loc.endpoint or 'AWS'}",
-                            site=loc.site,
-                            location=loc.url,
-                        ) from exc
-                return
-            except StoreUnavailable:
-                if self.retry is None or attempt >= self.retry.attempts:
-                    raise
-                time.sleep(self.retry.delay(attempt))
-                attempt += 1
+        # through the wrapper stack: error translation, faults, retries within the deadline
+        self._hooked("exists", "", head)
 
     def probe(self) -> ProbeResult:
         """Write, read, list and delete one small object; returns latencies in milliseconds."""

@@ -24,9 +24,10 @@ from zarr.abc.store import ByteRequest, Store
 from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.storage import WrapperStore
 
-from atlas.errors import AtlasError, InjectedFault, StoreUnavailable
+from atlas.errors import AtlasError, ConfigError, InjectedFault, StoreUnavailable
 from atlas.storage.failures import translate
 from atlas.storage.location import StoreLocation
+from atlas.storage.timeouts import check_seconds, deadline_error, retry_within
 
 T = TypeVar("T")
 
@@ -218,7 +219,9 @@ class RetryPolicy:
     """Exponential backoff with full jitter for transient failures (``StoreUnavailable``).
 
     ``Forbidden``, ``NotFound``, ``InvalidInput`` and ``CorruptData`` are never retried: retrying
-    cannot fix them.
+    cannot fix them. ``deadline`` caps the seconds one operation may take, every attempt and
+    wait included; remote stores also apply their :class:`~atlas.storage.Timeouts` deadline
+    (the smaller one wins).
     """
 
     attempts: int = 4
@@ -226,6 +229,17 @@ class RetryPolicy:
     max_delay: float = 2.0
     multiplier: float = 2.0
     retry_on: tuple[type[BaseException], ...] = field(default=(StoreUnavailable,))
+    deadline: float | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
+            raise ConfigError(f"retry attempts must be an integer, got {self.attempts!r}")
+        if self.attempts < 1:
+            raise ConfigError(f"retry attempts must be at least 1, got {self.attempts}")
+        for name in ("base_delay", "max_delay", "multiplier"):
+            check_seconds(getattr(self, name), f"retry {name}")
+        if self.deadline is not None:
+            check_seconds(self.deadline, "retry deadline")
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait before retry number ``attempt`` (1-based)."""
@@ -239,29 +253,56 @@ class RetryPolicy:
             "base_delay": self.base_delay,
             "max_delay": self.max_delay,
             "multiplier": self.multiplier,
+            "deadline": self.deadline,
         }
 
 
 class RetryStore(_HookedStore):
-    """Retries transient failures of the wrapped store per :class:`RetryPolicy`."""
+    """Retries transient failures of the wrapped store per :class:`RetryPolicy`.
 
-    def __init__(self, store: Store, policy: RetryPolicy) -> None:
+    With a ``location`` of a remote store, every operation (its retries and waits included)
+    also ends within the location's :attr:`~atlas.storage.Timeouts.deadline`, failing with
+    :class:`StoreUnavailable`.
+    """
+
+    def __init__(
+        self, store: Store, policy: RetryPolicy, *, location: StoreLocation | None = None
+    ) -> None:
         super().__init__(store)
         self.policy = policy
+        self.location = location
         self.retries = 0
         self._rng = random.Random()
+        limits = [policy.deadline]
+        if location is not None and location.scheme == "s3":
+            limits.append(location.timeouts.deadline)
+        given = [d for d in limits if d is not None]
+        self.deadline: float | None = min(given) if given else None
 
     def _with_store(self, store: Store) -> RetryStore:
-        return type(self)(store, self.policy)
+        return type(self)(store, self.policy, location=self.location)
+
+    def _count(self) -> None:
+        self.retries += 1
 
     async def _call(self, op: str, key: str, fn: Callable[[], Awaitable[T]]) -> T:
-        attempt = 1
-        while True:
-            try:
-                return await fn()
-            except self.policy.retry_on:
-                if attempt >= self.policy.attempts:
-                    raise
-                self.retries += 1
-                await asyncio.sleep(self.policy.delay(attempt, self._rng))
-                attempt += 1
+        def late(_last: BaseException | None) -> BaseException:
+            loc = self.location
+            remote = loc is not None and loc.scheme == "s3"
+            return deadline_error(
+                self.deadline or 0.0,
+                loc.timeouts if loc is not None and remote else None,
+                url=loc.url if loc is not None else "(store)",
+                site=loc.site if loc is not None else None,
+                op=op,
+                key=key or None,
+            )
+
+        return await retry_within(
+            fn,
+            self.policy,
+            deadline=self.deadline,
+            on_deadline=late,
+            rng=self._rng,
+            on_retry=self._count,
+        )

@@ -1,0 +1,132 @@
+"""S3 sessions of s3fs/aiobotocore: every request time-bounded, every session closed.
+
+s3fs keeps one aiohttp session per filesystem object and closes it only on request; a process
+that ends with one open prints "Unclosed client session" (and, in worker processes, nothing
+closes it at all). Atlas tracks every S3 filesystem it opens and closes them:
+
+- when a :class:`~atlas.storage.Store` is closed (``store.close()`` or ``with store:``);
+- at interpreter exit (``atexit``), and at the exit of ``multiprocessing`` children (dask or
+  process-pool workers skip ``atexit``), registered on first use, not at import.
+
+Each S3 request also has a deadline (:attr:`~atlas.storage.Timeouts.deadline`) covering the
+client's own retries, so DuckDB's reads through fsspec are bounded like zarr's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import multiprocessing.util
+import os
+import threading
+from contextlib import suppress
+from typing import Any
+
+from atlas.storage.timeouts import Timeouts, s3_config_kwargs
+
+_LOCK = threading.Lock()
+#: id(fs) -> fs, for every S3 filesystem with a session that may be open
+_OPEN: dict[int, Any] = {}
+#: the pid whose exit hooks are registered (a forked child registers its own)
+_HOOKED_PID: list[int] = []
+_CLASS: list[type] = []
+
+
+class RequestDeadline(TimeoutError):
+    """An S3 request (with the client's own retries) did not finish within its deadline."""
+
+
+def _bounded_class() -> type:
+    """``s3fs.S3FileSystem`` with a deadline on every request (made on first use)."""
+    if _CLASS:
+        return _CLASS[0]
+    import s3fs
+
+    class BoundedS3FileSystem(s3fs.S3FileSystem):
+        """An s3fs filesystem whose every request ends within ``deadline`` seconds."""
+
+        def __init__(self, *args: Any, deadline: float | None = None, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.atlas_deadline = deadline
+
+        async def set_session(self, *args: Any, **kwargs: Any) -> Any:
+            client = await super().set_session(*args, **kwargs)
+            track(self)  # (re)opened: close it at exit again
+            return client
+
+        async def _call_s3(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+            call = super()._call_s3(method, *args, **kwargs)
+            if self.atlas_deadline is None:
+                return await call
+            try:
+                return await asyncio.wait_for(call, timeout=self.atlas_deadline)
+            except TimeoutError as exc:
+                raise RequestDeadline(
+                    f"no answer to {method} within {self.atlas_deadline:g} s"
+                ) from exc
+
+    _CLASS.append(BoundedS3FileSystem)
+    return BoundedS3FileSystem
+
+
+def make_s3fs(options: dict[str, Any], timeouts: Timeouts, *, asynchronous: bool) -> Any:
+    """An s3fs filesystem with ``options`` (credentials, endpoint), bounded by ``timeouts``.
+
+    The client's retries stay inside the deadline: botocore makes ``client_attempts``, s3fs
+    adds none (Atlas's retry policy retries around whole operations).
+    """
+    cls = _bounded_class()
+    opts = dict(options)
+    opts["config_kwargs"] = {**opts.get("config_kwargs", {}), **s3_config_kwargs(timeouts)}
+    fs = cls(asynchronous=asynchronous, deadline=timeouts.deadline, **opts)
+    fs.retries = 1
+    track(fs)
+    return fs
+
+
+def track(fs: Any) -> None:
+    """Remember ``fs`` so that its session is closed at exit."""
+    with _LOCK:
+        _OPEN[id(fs)] = fs
+        if not _HOOKED_PID or _HOOKED_PID[0] != os.getpid():
+            _HOOKED_PID[:] = [os.getpid()]
+            atexit.register(close_all)
+            # multiprocessing children end with os._exit(): atexit never runs there
+            multiprocessing.util.Finalize(None, close_all, exitpriority=100)
+
+
+async def _aclose(fs: Any) -> None:
+    client, creator = getattr(fs, "_s3", None), getattr(fs, "_s3creator", None)
+    fs._s3 = None
+    if client is None:
+        return
+    clear = getattr(creator, "clear", None)  # s3fs's per-region client cache
+    if clear is not None:
+        await clear()
+    await client.close()
+
+
+def close_fs(fs: Any) -> None:
+    """Close the aiohttp session of ``fs`` (it reconnects when used again); never raises."""
+    with _LOCK:
+        _OPEN.pop(id(fs), None)
+    if getattr(fs, "_s3", None) is None:
+        return
+    with suppress(Exception):
+        if getattr(fs, "asynchronous", False):
+            from zarr.core.sync import sync
+
+            # Atlas drives its asynchronous filesystems on zarr's event loop
+            sync(_aclose(fs), timeout=5)
+        else:
+            from fsspec.asyn import sync as fsspec_sync
+
+            fsspec_sync(fs.loop, _aclose, fs, timeout=5)
+
+
+def close_all() -> None:
+    """Close every S3 session this process opened (the exit hook)."""
+    with _LOCK:
+        open_now = list(_OPEN.values())
+    for fs in open_now:
+        close_fs(fs)

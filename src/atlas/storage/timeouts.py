@@ -1,0 +1,240 @@
+"""Time limits for remote stores: per-request timeouts and one deadline per operation.
+
+A remote store that accepts connections and never answers must not make Atlas wait longer than
+the site's settings allow. Three limits apply to every S3 operation (zarr reads and writes,
+listings, conditional writes, ``HeadBucket``, DuckDB's reads through fsspec, tensorstore):
+
+- ``connect``: seconds to open a TCP connection;
+- ``read``: seconds to wait for the next bytes of an answer (a stalled transfer fails);
+- ``operation``: the deadline of one operation, every retry and backoff wait included. When it
+  passes, the operation fails with :class:`~atlas.errors.StoreUnavailable` at once, whatever
+  the retry policy still allows. Unset, it is ``2 * (connect + read)``.
+
+Every limit is validated when it is made: finite, positive seconds. See decision record 0023.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from atlas.errors import ConfigError, StoreUnavailable
+
+if TYPE_CHECKING:
+    from atlas.storage.wrappers import RetryPolicy
+
+T = TypeVar("T")
+
+#: tensorstore's stall watchdog (libcurl low-speed limit), set once per process; see
+#: :func:`configure_tensorstore_http`
+TS_LOW_SPEED_TIME_ENV = "TENSORSTORE_CURL_LOW_SPEED_TIME_SECONDS"
+TS_LOW_SPEED_LIMIT_ENV = "TENSORSTORE_CURL_LOW_SPEED_LIMIT_BYTES"
+
+
+def check_seconds(value: object, name: str, where: str = "") -> float:
+    """``value`` as float seconds if it is a finite, positive number, else :class:`ConfigError`.
+
+    ``name`` is the setting (``read_timeout``), ``where`` what holds it (a site, a file).
+    """
+    prefix = f"{where}: " if where else ""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{prefix}{name} must be a positive number of seconds, got {value!r}")
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigError(
+            f"{prefix}{name} must be a finite, positive number of seconds, got {value!r}"
+        )
+    return seconds
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Network limits for remote stores: a dead or silent endpoint fails within these bounds.
+
+    Parameters
+    ----------
+    connect:
+        Seconds to open a connection.
+    read:
+        Seconds to wait for the next bytes of an answer.
+    client_attempts:
+        Attempts the S3 client makes itself per request (botocore's ``max_attempts``); Atlas's
+        :class:`~atlas.storage.RetryPolicy` retries around them, all within ``operation``.
+    operation:
+        Deadline of one store operation, retries and backoff included; ``None`` means
+        ``2 * (connect + read)``.
+    """
+
+    connect: float = 3.0
+    read: float = 30.0
+    client_attempts: int = 2
+    operation: float | None = None
+
+    def __post_init__(self) -> None:
+        check_seconds(self.connect, "connect_timeout")
+        check_seconds(self.read, "read_timeout")
+        if self.operation is not None:
+            check_seconds(self.operation, "operation_timeout")
+        attempts = self.client_attempts
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= 20:
+            raise ConfigError(f"client_attempts must be an integer from 1 to 20, got {attempts!r}")
+
+    @property
+    def deadline(self) -> float:
+        """Seconds one operation may take in all (``operation``, else ``2 * (connect + read)``)."""
+        return self.operation if self.operation is not None else 2 * (self.connect + self.read)
+
+
+class Deadline:
+    """A point in (monotonic) time by which something must be done."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self._end = None if seconds is None else time.monotonic() + seconds
+
+    def remaining(self) -> float | None:
+        """Seconds left (never negative), or ``None`` without a deadline."""
+        return None if self._end is None else max(0.0, self._end - time.monotonic())
+
+    @property
+    def expired(self) -> bool:
+        """Whether the deadline has passed."""
+        left = self.remaining()
+        return left is not None and left <= 0
+
+
+async def retry_within(
+    fn: Callable[[], Awaitable[T]],
+    policy: RetryPolicy,
+    *,
+    deadline: float | None,
+    on_deadline: Callable[[BaseException | None], BaseException],
+    rng: random.Random | None = None,
+    on_retry: Callable[[], None] | None = None,
+) -> T:
+    """Run ``fn`` with ``policy``'s retries and backoff, all within ``deadline`` seconds.
+
+    Each attempt is cancelled when the deadline passes, and no backoff wait runs past it; then
+    ``on_deadline(last_error)`` is raised. ``None`` means no deadline (only the attempts cap).
+    """
+    limit = Deadline(deadline)
+    attempt = 1
+    last: BaseException | None = None
+    while True:
+        left = limit.remaining()
+        if left is not None and left <= 0:
+            raise on_deadline(last) from last
+        try:
+            if left is None:
+                return await fn()
+            return await asyncio.wait_for(fn(), timeout=left)
+        except TimeoutError as exc:
+            if limit.expired:
+                raise on_deadline(exc) from exc
+            last = exc
+            if not isinstance(exc, policy.retry_on) or attempt >= policy.attempts:
+                raise
+        except policy.retry_on as exc:
+            last = exc
+            if attempt >= policy.attempts:
+                raise
+        if on_retry is not None:
+            on_retry()
+        wait = policy.delay(attempt, rng)
+        left = limit.remaining()
+        if left is not None and wait >= left:
+            raise on_deadline(last) from last
+        await asyncio.sleep(wait)
+        attempt += 1
+
+
+def deadline_error(
+    deadline: float,
+    timeouts: Timeouts | None,
+    *,
+    url: str,
+    site: str | None,
+    op: str,
+    key: str | None,
+) -> StoreUnavailable:
+    """The error of an operation that ran out of time (``timeouts``: a remote store's limits)."""
+    who = f"site {site!r} " if site else ""
+    what = f"{op} key {key!r}" if key else op
+    limits = f"deadline {deadline:g} s per operation"
+    hint = ""
+    if timeouts is not None:
+        limits += f", connect {timeouts.connect:g} s, read {timeouts.read:g} s"
+        hint = (
+            " Raise connect_timeout, read_timeout or operation_timeout in sites.toml for a slow"
+            " link."
+        )
+    return StoreUnavailable(
+        f"{who}store {url} did not answer ({what}) within its time limits ({limits}, retries "
+        f"included); is the endpoint up?{hint}",
+        site=site,
+        location=url,
+    )
+
+
+def s3_config_kwargs(timeouts: Timeouts) -> dict[str, Any]:
+    """botocore ``Config`` options (via s3fs ``config_kwargs``) for these timeouts."""
+    return {
+        "connect_timeout": timeouts.connect,
+        "read_timeout": timeouts.read,
+        "retries": {"max_attempts": timeouts.client_attempts, "mode": "standard"},
+    }
+
+
+def tensorstore_context_spec(timeouts: Timeouts) -> dict[str, Any]:
+    """tensorstore ``Context`` resources bounding S3 retries by these timeouts."""
+    return {
+        "s3_request_retries": {
+            "max_retries": timeouts.client_attempts,
+            "initial_delay": f"{min(1.0, timeouts.connect) / 10:g}s",
+            "max_delay": f"{min(timeouts.read, timeouts.deadline / 4):g}s",
+        }
+    }
+
+
+def configure_tensorstore_http(timeouts: Timeouts) -> None:
+    """Give tensorstore's HTTP transport a stall limit of ``read`` seconds (once per process).
+
+    tensorstore's S3 driver sets no request timeout; its libcurl low-speed watchdog, read from
+    two environment variables when the first HTTP request is made, is the one bound it has. It
+    is process-wide: the first remote store's read timeout applies, and values already set
+    (by the user) are kept.
+    """
+    os.environ.setdefault(TS_LOW_SPEED_TIME_ENV, str(max(1, math.ceil(timeouts.read))))
+    os.environ.setdefault(TS_LOW_SPEED_LIMIT_ENV, "1")
+
+
+#: tensorstore status codes of a request that failed for want of an answer
+_TS_UNAVAILABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "ABORTED", "CURL error")
+
+
+def ts_result(
+    future: Any, seconds: float, on_deadline: Callable[[str | None], BaseException]
+) -> Any:
+    """``future.result()`` of a tensorstore future, waiting at most ``seconds``.
+
+    A timeout, or tensorstore giving up on a stalled or refused request, raises
+    ``on_deadline(reason)`` (``reason``: tensorstore's message, ``None`` for the deadline).
+    """
+    try:
+        return future.result(timeout=max(seconds, 0.001))
+    except TimeoutError as exc:
+        with suppress(Exception):
+            future.cancel()
+        raise on_deadline(None) from exc
+    except ValueError as exc:
+        text = str(exc)
+        if any(code in text for code in _TS_UNAVAILABLE):
+            raise on_deadline(" ".join(text.split())[:200]) from exc
+        raise
