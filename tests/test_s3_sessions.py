@@ -1,0 +1,78 @@
+"""S3 sessions are closed: by ``Store.close()`` and at exit, also in worker processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from atlas.storage import open_store
+
+pytestmark = pytest.mark.s3
+
+
+def _store(seaweed, prefix: str = "sessions"):  # type: ignore[no-untyped-def]
+    os.environ["ATLAS_SESSIONS_KEY"] = seaweed.admin.access_key
+    os.environ["ATLAS_SESSIONS_SECRET"] = seaweed.admin.secret_key
+    return open_store(
+        f"s3://atlas/{prefix}",
+        endpoint=seaweed.endpoint_url,
+        key_env="ATLAS_SESSIONS_KEY",
+        secret_env="ATLAS_SESSIONS_SECRET",
+        site="sessions",
+    )
+
+
+def test_close_closes_the_session_and_the_handle_reopens(seaweed) -> None:
+    store = _store(seaweed)
+    store.write_bytes("k", b"v")
+    assert store.fs.cat_file(store.fs_path("k")) == b"v"
+    clients = [store._async_fs()._s3, store.fs._s3]
+    sessions = [c._endpoint.http_session._sessions for c in clients]
+    assert all(s and not any(x.closed for x in s.values()) for s in sessions)
+    store.close()
+    assert all(not s or all(x.closed for x in s.values()) for s in sessions)
+    assert store.read_bytes("k") == b"v"  # reconnects on use
+    store.delete("k")
+    store.close()
+
+
+def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "atlas.cli.app", *args],
+        capture_output=True, text=True, timeout=300, env=env, cwd=cwd,
+    )  # fmt: skip
+
+
+def test_cli_on_s3_leaves_no_unclosed_session(seaweed, tmp_path) -> None:
+    from atlas.testing.synthetic import make_study
+
+    study = make_study(
+        tmp_path / "study", shape=(4, 32, 32), seed=5, with_nifti=False, with_rtstruct=False
+    )
+    sites = tmp_path / "sites.toml"
+    sites.write_text(
+        f'[[site]]\nname = "weed"\nstore = "s3://atlas/sessions-cli"\n'
+        f'endpoint = "{seaweed.endpoint_url}"\nkey_env = "WEED_KEY"\nsecret_env = "WEED_SECRET"\n'
+    )
+    env = {
+        **os.environ,
+        "WEED_KEY": seaweed.admin.access_key,
+        "WEED_SECRET": seaweed.admin.secret_key,
+        "ATLAS_SITE_SECRET": "sessions-test-site-key-" + "x" * 32,
+        "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+    }
+    commands = [
+        # one worker process: sessions opened there are closed when it ends
+        ["ingest", str(study.ct_files[0].parent), "--site", "weed", "--collection", "c",
+         "--sites", str(sites), "--workers", "1", "--report", str(tmp_path / "r.json")],
+        ["sites", "check", "--sites", str(sites)],
+    ]  # fmt: skip
+    for args in commands:
+        proc = _run(args, env, tmp_path)
+        assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
+        for noise in ("Unclosed", "Traceback", "never awaited", "Task was destroyed"):
+            assert noise not in proc.stderr, (args[0], proc.stderr)
