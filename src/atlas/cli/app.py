@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -16,9 +17,10 @@ from atlas.cli import bench as bench_cli
 from atlas.cli import catalog as catalog_cli
 from atlas.cli import ingest as ingest_cli
 from atlas.cli import sites as sites_cli
-from atlas.errors import AtlasError
+from atlas.cli.options import AtlasGroup, parse_shape, run, shape_3d
 
 app = typer.Typer(
+    cls=AtlasGroup,
     name="atlas",
     help="Atlas: a federated cancer-imaging atlas on OME-Zarr.",
     no_args_is_help=True,
@@ -32,6 +34,19 @@ app.add_typer(catalog_cli.release_app, name="release")
 app.add_typer(catalog_cli.consent_app, name="consent")
 app.command("query")(catalog_cli.query_command)
 app.command("erase")(catalog_cli.erase_command)
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(
+        False,
+        "--debug",
+        envvar="ATLAS_DEBUG",
+        help="Print the Python traceback of an internal error (or set ATLAS_DEBUG=1).",
+    ),
+) -> None:
+    """Atlas: a federated cancer-imaging atlas on OME-Zarr."""
+
 
 BACKENDS = ("numpy", "zarr", "numcodecs", "tensorstore", "fsspec", "s3fs", "dask", "distributed")
 
@@ -77,17 +92,16 @@ def doctor(
 @app.command()
 def demo(
     data_dir: Path = typer.Option(
-        Path("atlas-data"), help="Local store directory (embedded default)."
+        Path("atlas-data"), help="Local store directory for the demo image."
     ),
-    shape: str = typer.Option("128,512,512", help="Phantom size z,y,x."),
+    shape: str = typer.Option("128,512,512", help="Phantom size z,y,x.", callback=shape_3d),
     seed: int = typer.Option(0, help="Phantom seed."),
 ) -> None:
     """Write a generated CT-like volume with labels as OME-Zarr, read it back, render a slice."""
     from atlas.demo import run_demo
 
-    dims = tuple(int(v) for v in shape.split(","))
-    if len(dims) != 3:
-        raise typer.BadParameter("shape must be z,y,x")
+    dims = parse_shape(shape)
+    assert dims is not None  # the option has a default
     run_demo(data_dir, dims, seed=seed, console=Console())
 
 
@@ -105,14 +119,13 @@ def info(
 
 
 def main() -> None:
-    """Entry point: run the CLI, turning Atlas errors into a one-line message and exit code 2."""
-    try:
-        app()
-    except AtlasError as exc:
-        Console(stderr=True, soft_wrap=True).print(
-            f"[red]error:[/] {type(exc).__name__}: {escape(str(exc))}"
-        )
-        raise SystemExit(2) from None
+    """Entry point: run the CLI; every error is one ``error:`` line (exit code 2, internal: 3)."""
+    stderr = Console(stderr=True, soft_wrap=True)
+
+    def error(message: str) -> None:
+        stderr.print(f"[red]error:[/] {escape(message)}")
+
+    raise SystemExit(run(app, sys.argv[1:], error))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from atlas.cli.options import optional_positive_int, parse_shape, positive_int, shape_3d
+
 app = typer.Typer(help="Benchmarks: every run measures its baselines in the same process.")
 
 
@@ -25,21 +27,25 @@ def write(
     out: Path = typer.Option(Path("bench-results/write"), help="Folder for JSON/Markdown/PNG."),
     quick: bool = typer.Option(False, help="Tiny sizes, one repeat (smoke run for CI)."),
     s3: bool = typer.Option(True, help="Also measure a SeaweedFS S3 server started for the run."),
-    shape: str = typer.Option("", help="Volume z,y,x (default 128,512,512; quick 16,128,128)."),
-    repeats: int = typer.Option(0, help="Repeats per case (default 3; quick 1)."),
+    shape: str = typer.Option(
+        "",
+        help="Volume z,y,x (default 128,512,512; quick 16,128,128).",
+        callback=shape_3d,
+        show_default=False,
+    ),
+    repeats: int | None = typer.Option(
+        None, help="Repeats per case (default 3; quick 1).", callback=optional_positive_int
+    ),
 ) -> None:
     """Write/read MB/s and compression for codec/chunk/shard choices vs zarr-python defaults."""
     from atlas.bench.write import run
 
-    dims = tuple(int(v) for v in shape.split(",")) if shape else None
-    if dims is not None and len(dims) != 3:
-        raise typer.BadParameter("shape must be z,y,x")
     paths = run(
         out=out,
         quick=quick,
         s3=s3,
-        shape=dims,
-        repeats=repeats or None,
+        shape=parse_shape(shape),
+        repeats=repeats,
         progress=lambda msg: typer.echo(f"  measuring {msg}", err=True),
     )
     for kind, path in paths.items():
@@ -50,17 +56,21 @@ def write(
 def ingest(
     out: Path = typer.Option(Path("bench-results/ingest"), help="Folder for JSON/Markdown/PNG."),
     quick: bool = typer.Option(False, help="Tiny study (smoke run for CI)."),
-    shape: str = typer.Option("", help="Study size z,y,x (default 300,512,512; quick 16,128,128)."),
-    repeats: int = typer.Option(1, help="Repeats of each pipeline."),
-    workers: int = typer.Option(0, help="Local worker processes (default: one per core)."),
+    shape: str = typer.Option(
+        "",
+        help="Study size z,y,x (default 300,512,512; quick 16,128,128).",
+        callback=shape_3d,
+        show_default=False,
+    ),
+    repeats: int = typer.Option(1, help="Repeats of each pipeline.", callback=positive_int),
+    workers: int | None = typer.Option(
+        None, help="Local worker processes (default: one per core).", callback=optional_positive_int
+    ),
 ) -> None:
     """DICOM → OME-Zarr ingest vs a naive pydicom + numpy + zarr baseline, same run."""
     from atlas.bench.ingest import run
 
-    dims = tuple(int(v) for v in shape.split(",")) if shape else None
-    if dims is not None and len(dims) != 3:
-        raise typer.BadParameter("shape must be z,y,x")
-    paths = run(out=out, quick=quick, shape=dims, repeats=repeats, workers=workers or None)
+    paths = run(out=out, quick=quick, shape=parse_shape(shape), repeats=repeats, workers=workers)
     for kind, path in paths.items():
         typer.echo(f"{kind}: {path}")
 
@@ -68,9 +78,13 @@ def ingest(
 @app.command("index")
 def index(
     out: Path = typer.Option(Path("bench-results/index"), help="Folder for JSON/Markdown/PNG."),
-    images: int = typer.Option(1_000_000, "--images", help="Images (rows) across all sites."),
-    sites: int = typer.Option(30, "--sites", help="Number of sites."),
-    lookups: int = typer.Option(200, "--lookups", help="Point lookups to time."),
+    images: int = typer.Option(
+        1_000_000, "--images", help="Images (rows) across all sites.", callback=positive_int
+    ),
+    sites: int = typer.Option(30, "--sites", help="Number of sites.", callback=positive_int),
+    lookups: int = typer.Option(
+        200, "--lookups", help="Point lookups to time.", callback=positive_int
+    ),
 ) -> None:
     """The sharded index at scale vs one unsharded Parquet file loaded whole (idc-index way)."""
     from atlas.bench.index import run

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from atlas.cli.options import memory_size, output_file
 from atlas.errors import AtlasError, InvalidInput
 from atlas.storage import Store
 
@@ -92,7 +93,9 @@ def index_build(
     shards: int = typer.Option(
         0, help="Number of shards: a power of two from 1 to 4096 (0: chosen by size)."
     ),
-    memory_limit: str = typer.Option("2GB", help="DuckDB memory limit for the build."),
+    memory_limit: str = typer.Option(
+        "2GB", help="DuckDB memory limit for the build.", callback=memory_size
+    ),
 ) -> None:
     """Compact staging records into a new index version and publish it atomically."""
     from atlas.index.build import build_index
@@ -191,7 +194,9 @@ def query_command(
     count: bool = typer.Option(False, "--count", help="Only count the rows."),
     limit: int = typer.Option(20, "--limit", help="Rows to return (0: all)."),
     fmt: str = typer.Option("table", "--format", help="table, json or parquet."),
-    output: Path | None = typer.Option(None, "--output", help="File for --format parquet."),
+    output: Path | None = typer.Option(
+        None, "--output", help="File for --format parquet.", callback=output_file
+    ),
     release: str | None = typer.Option(
         None, "--release", help="Query the versions pinned by a release."
     ),

@@ -12,6 +12,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from atlas.cli.options import optional_positive_int, output_file
+
 
 def ingest_command(
     sources: list[Path] = typer.Argument(
@@ -31,7 +33,10 @@ def ingest_command(
         [], "--labels", help="NIfTI label masks to attach to matching images."
     ),
     workers: int | None = typer.Option(
-        None, "--workers", help="Local worker processes (default: one per core)."
+        None,
+        "--workers",
+        help="Local worker processes (default: one per core).",
+        callback=optional_positive_int,
     ),
     scheduler: str | None = typer.Option(
         None, "--scheduler", help="dask.distributed scheduler address (tcp://host:port)."
@@ -46,7 +51,10 @@ def ingest_command(
         "ATLAS_SITE_SECRET", "--secret-env", help="Environment variable holding the site key."
     ),
     report: Path = typer.Option(
-        Path("atlas-ingest-report.json"), "--report", help="Local JSON report (quarantine reasons)."
+        Path("atlas-ingest-report.json"),
+        "--report",
+        help="Local JSON report (quarantine reasons).",
+        callback=output_file,
     ),
 ) -> None:
     """Ingest DICOM (and NIfTI) series with their segmentations, de-identified, in parallel.
