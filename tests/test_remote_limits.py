@@ -64,9 +64,9 @@ def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SILENT_SECRET", "silent-secret")
 
 
-def _silent_store(endpoint: str):  # type: ignore[no-untyped-def]
+def _silent_store(endpoint: str, url: str = "s3://atlas/x"):  # type: ignore[no-untyped-def]
     return open_store(
-        "s3://atlas/x",
+        url,
         endpoint=endpoint,
         key_env="SILENT_KEY",
         secret_env="SILENT_SECRET",
@@ -171,3 +171,38 @@ def test_client_attempts_are_validated() -> None:
     )
     assert sites[0].location.timeouts.client_attempts == 3
     assert sites[0].location.timeouts.deadline == 9.0
+
+
+@pytest.mark.s3
+def test_query_through_duckdb_gives_up_when_the_endpoint_falls_silent(
+    seaweed, silent_endpoint, monkeypatch
+) -> None:
+    """An index opened while the site answered; then its endpoint stops answering."""
+    from dataclasses import replace
+
+    from atlas.index import consent
+    from atlas.index.build import build_index
+    from atlas.index.catalog import Atlas, open_atlas
+    from atlas.testing.records import generate_site
+
+    monkeypatch.setenv("SILENT_KEY", seaweed.admin.access_key)
+    monkeypatch.setenv("SILENT_SECRET", seaweed.admin.secret_key)
+    live = open_store(
+        "s3://atlas/falls-silent", endpoint=seaweed.endpoint_url, key_env="SILENT_KEY",
+        secret_env="SILENT_SECRET", site="silent", timeouts=Timeouts(connect=1, read=1),
+    )  # fmt: skip
+    generated = generate_site(live, "silent", n_subjects=3, seed=4)
+    for collection in generated.collections:
+        consent.set_collection_default(live, collection, ["research"])
+    build_index(live)
+    opened = open_atlas({"silent": live}, purpose="research", strict=True)
+    assert opened.images.count().value > 0  # shards read and verified while it answered
+    silent = _silent_store(silent_endpoint, live.url)
+    site = replace(opened.sites["silent"], store=silent)
+    atlas = Atlas({"silent": site}, {}, "research", True)
+    error, seconds = _timed(lambda: atlas.images.count())
+    assert isinstance(error, StoreUnavailable), error
+    assert "site 'silent'" in str(error) and "did not answer" in str(error)
+    assert seconds < BOUND_S
+    lenient = Atlas({"silent": site}, {}, "research", False).images.count()
+    assert lenient.partial and "did not answer" in lenient.missing_sites["silent"]

@@ -32,7 +32,7 @@ EXIT_USAGE = 2
 #: exit code of an unexpected internal error
 EXIT_INTERNAL = 3
 
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)\s*$", re.IGNORECASE)
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(KB|MB|GB)\s*$", re.IGNORECASE)
 
 
 def positive_int(value: int) -> int:
@@ -48,13 +48,13 @@ def optional_positive_int(value: int | None) -> int | None:
 
 
 def memory_size(value: str) -> str:
-    """A memory size such as ``2GB``, ``512MB`` or ``1.5GiB`` (as DuckDB takes it)."""
+    """A memory size such as ``2GB``, ``512MB`` or ``1.5GB`` (units KB, MB, GB)."""
     match = _SIZE_RE.match(value or "")
     if match is None or float(match.group(1)) <= 0:
         raise typer.BadParameter(
-            f"{value!r} is not a memory size; use a number and a unit, e.g. 2GB, 512MB, 1.5GiB"
+            f"{value!r} is not a memory size; use a number and KB, MB or GB, e.g. 2GB, 512MB"
         )
-    return f"{match.group(1)}{match.group(2).upper().replace('I', 'i')}"
+    return f"{match.group(1)}{match.group(2).upper()}"
 
 
 def output_file(value: Path | None) -> Path | None:

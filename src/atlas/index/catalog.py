@@ -40,6 +40,7 @@ from atlas.index.expr import (
     where_kwargs,
 )
 from atlas.storage import Store
+from atlas.storage.failures import translate_query_error
 
 T = TypeVar("T")
 
@@ -406,7 +407,7 @@ class Atlas:
         values: dict[str, Any] = {}
         sites = self._reachable()
         with ThreadPoolExecutor(max_workers=max(1, min(16, len(sites)))) as pool:
-            futures = {s.name: pool.submit(fn, s) for s in sites}
+            futures = {s.name: pool.submit(_store_failures, fn, s) for s in sites}
             for name, fut in futures.items():
                 try:
                     values[name] = fut.result()
@@ -422,6 +423,20 @@ class Atlas:
         if table not in layout.TABLES:
             raise InvalidInput(f"unknown table {table!r}; choose one of {list(layout.TABLES)}")
         return Query(self, table).where(**ids).to_arrow()
+
+
+def _store_failures(fn: Any, site: SiteIndex) -> Any:
+    """``fn(site)``; a query that failed because the site's store did not answer raises
+    :class:`StoreUnavailable` (DuckDB wraps the filesystem's timeout in its own error)."""
+    try:
+        return fn(site)
+    except AtlasError:
+        raise
+    except Exception as exc:
+        mapped = translate_query_error(exc, site.store.location)
+        if mapped is None:
+            raise
+        raise mapped from exc
 
 
 def open_atlas(

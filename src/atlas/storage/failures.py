@@ -120,3 +120,30 @@ def translated(
         if mapped is None:
             raise
         raise mapped from exc
+
+
+#: names in a query engine's error text (DuckDB reads through fsspec) meaning "no answer"
+_QUERY_UNAVAILABLE = ("FSTimeoutError", "RequestDeadline", *sorted(_UNAVAILABLE_NAMES))
+
+
+def translate_query_error(exc: BaseException, location: StoreLocation) -> StoreUnavailable | None:
+    """:class:`StoreUnavailable` for a DuckDB error caused by the store not answering, or ``None``.
+
+    DuckDB reports a failure of the fsspec filesystem it reads through as its own error, with
+    the Python exception only in the text; the site's time limits still bound the wait.
+    """
+    if isinstance(exc, AtlasError):
+        return None
+    text = str(exc)
+    for name in _QUERY_UNAVAILABLE:
+        if name in text:
+            who = f"site {location.site!r} " if location.site else ""
+            limits = location.timeouts
+            return StoreUnavailable(
+                f"{who}store {location.url} did not answer a query's read ({name}) within its "
+                f"time limits (deadline {limits.deadline:g} s per request, connect "
+                f"{limits.connect:g} s, read {limits.read:g} s); is the endpoint up?",
+                site=location.site,
+                location=location.url,
+            )
+    return None
