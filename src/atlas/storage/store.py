@@ -37,7 +37,6 @@ from atlas.storage.s3session import close_fs, make_s3fs
 from atlas.storage.timeouts import (
     Deadline,
     configure_tensorstore_http,
-    deadline_error,
     s3_config_kwargs,
     tensorstore_context_spec,
     ts_result,
@@ -326,27 +325,6 @@ class Store:
                 self._ts_context = ts.Context()
         return self._ts_context
 
-    def _ts_result(self, future: Any, what: str, limit: Deadline | None = None) -> Any:
-        """A tensorstore future's result, within the operation deadline for remote stores."""
-        if self.location.scheme != "s3":
-            return future.result()
-        timeouts = self.location.timeouts
-        left = limit.remaining() if limit is not None else None
-
-        def failed(reason: str | None) -> StoreUnavailable:
-            if reason is None:
-                return deadline_error(
-                    timeouts.deadline, timeouts, url=self.url, site=self.site, op=what, key=None
-                )
-            who = f"site {self.site!r} " if self.site else ""
-            return StoreUnavailable(
-                f"{who}store {self.url} did not answer ({what}): {reason}",
-                site=self.site,
-                location=self.url,
-            )
-
-        return ts_result(future, timeouts.deadline if left is None else left, failed)
-
     def open_tensorstore(self, spec: dict[str, Any], **kwargs: Any) -> Any:
         """``tensorstore.open(spec)`` with this store's context and credentials.
 
@@ -357,7 +335,7 @@ class Store:
 
         with self.aws_environment():
             opened = ts.open(spec, context=self.tensorstore_context(), **kwargs)
-            return self._ts_result(opened, "open with tensorstore")
+            return ts_result(opened, self.location, "open with tensorstore")
 
     def open_kvstore(self, path: str = "") -> Any:
         """A tensorstore ``KvStore`` for ``path`` below the root, with credentials primed."""
@@ -366,9 +344,9 @@ class Store:
         limit = Deadline(self.location.timeouts.deadline)  # one deadline for both steps
         with self.aws_environment():
             opened = ts.KvStore.open(self.kvstore_spec(path), context=self.tensorstore_context())
-            kv = self._ts_result(opened, "open with tensorstore", limit)
+            kv = ts_result(opened, self.location, "open with tensorstore", limit)
             # fetches and caches the credentials
-            self._ts_result(kv.read(".atlas-credentials-probe"), "read with tensorstore", limit)
+            ts_result(kv.read(".atlas-credentials-probe"), self.location, "read tensorstore", limit)
         return kv
 
     # -- bytes ----------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from atlas.errors import ConfigError, StoreUnavailable
 
 if TYPE_CHECKING:
+    from atlas.storage.location import StoreLocation
     from atlas.storage.wrappers import RetryPolicy
 
 T = TypeVar("T")
@@ -220,21 +221,32 @@ _TS_UNAVAILABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "ABORTED", "CURL error")
 
 
 def ts_result(
-    future: Any, seconds: float, on_deadline: Callable[[str | None], BaseException]
+    future: Any, location: StoreLocation, what: str, limit: Deadline | None = None
 ) -> Any:
-    """``future.result()`` of a tensorstore future, waiting at most ``seconds``.
+    """``future.result()`` of a tensorstore future, within the deadline of a remote store.
 
-    A timeout, or tensorstore giving up on a stalled or refused request, raises
-    ``on_deadline(reason)`` (``reason``: tensorstore's message, ``None`` for the deadline).
+    ``limit`` is a deadline shared by several steps (default: a fresh one). Timing out, or
+    tensorstore giving up on a stalled or refused request, raises :class:`StoreUnavailable`.
     """
+    if location.scheme != "s3":
+        return future.result()
+    timeouts = location.timeouts
+    left = limit.remaining() if limit is not None else None
     try:
-        return future.result(timeout=max(seconds, 0.001))
+        return future.result(timeout=max(timeouts.deadline if left is None else left, 0.001))
     except TimeoutError as exc:
         with suppress(Exception):
             future.cancel()
-        raise on_deadline(None) from exc
+        raise deadline_error(
+            timeouts.deadline, timeouts, url=location.url, site=location.site, op=what, key=None
+        ) from exc
     except ValueError as exc:
         text = str(exc)
-        if any(code in text for code in _TS_UNAVAILABLE):
-            raise on_deadline(" ".join(text.split())[:200]) from exc
-        raise
+        if not any(code in text for code in _TS_UNAVAILABLE):
+            raise
+        who = f"site {location.site!r} " if location.site else ""
+        raise StoreUnavailable(
+            f"{who}store {location.url} did not answer ({what}): {' '.join(text.split())[:200]}",
+            site=location.site,
+            location=location.url,
+        ) from exc
