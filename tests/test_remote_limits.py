@@ -206,3 +206,24 @@ def test_query_through_duckdb_gives_up_when_the_endpoint_falls_silent(
     assert seconds < BOUND_S
     lenient = Atlas({"silent": site}, {}, "research", False).images.count()
     assert lenient.partial and "did not answer" in lenient.missing_sites["silent"]
+
+
+def test_retry_policy_deadline_bounds_every_attempt_and_wait() -> None:
+    """Our own retry wrapper: many attempts allowed, but the deadline ends them (no network)."""
+    from atlas.storage import FaultConfig, LatencyConfig
+
+    store = open_store(
+        "memory://deadline",
+        retry=RetryPolicy(attempts=10_000, base_delay=0.05, max_delay=0.2, deadline=0.6),
+        faults=FaultConfig(probability=1.0),  # every attempt fails
+    )
+    error, seconds = _timed(lambda: store.read_bytes("k"))
+    assert isinstance(error, StoreUnavailable) and "within its time limits" in str(error)
+    assert "deadline 0.6 s" in str(error) and seconds < 3
+    slow = open_store(
+        "memory://deadline-slow",
+        retry=RetryPolicy(attempts=3, deadline=0.3),
+        latency=LatencyConfig(base=5.0),  # one attempt would take 5 s: cancelled at 0.3 s
+    )
+    error, seconds = _timed(lambda: slow.write_bytes("k", b"x"))
+    assert isinstance(error, StoreUnavailable) and seconds < 3

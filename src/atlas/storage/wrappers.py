@@ -236,8 +236,11 @@ class RetryPolicy:
             raise ConfigError(f"retry attempts must be an integer, got {self.attempts!r}")
         if self.attempts < 1:
             raise ConfigError(f"retry attempts must be at least 1, got {self.attempts}")
-        for name in ("base_delay", "max_delay", "multiplier"):
+        for name in ("base_delay", "max_delay"):
             check_seconds(getattr(self, name), f"retry {name}")
+        m = self.multiplier
+        if isinstance(m, bool) or not isinstance(m, int | float) or not 1 <= m < float("inf"):
+            raise ConfigError(f"retry multiplier must be a finite number >= 1, got {m!r}")
         if self.deadline is not None:
             check_seconds(self.deadline, "retry deadline")
 
