@@ -76,3 +76,52 @@ def test_cli_on_s3_leaves_no_unclosed_session(seaweed, tmp_path) -> None:
         assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
         for noise in ("Unclosed", "Traceback", "never awaited", "Task was destroyed"):
             assert noise not in proc.stderr, (args[0], proc.stderr)
+
+
+_CHILD = """
+import multiprocessing as mp
+import multiprocessing.util
+import sys
+
+from atlas.storage import open_store
+
+
+def work(endpoint):
+    store = open_store("s3://atlas/sessions-child", endpoint=endpoint, key_env="ATLAS_SESSIONS_KEY",
+                       secret_env="ATLAS_SESSIONS_SECRET")
+    store.write_bytes("k", b"v")
+    fs = store._async_fs()
+    sessions = fs._s3._endpoint.http_session._sessions
+
+    def report():  # runs after Atlas's exit hook (lower priority), as the worker ends
+        closed = fs._s3 is None and all(s.closed for s in sessions.values())
+        print("closed" if closed else "OPEN", flush=True)
+
+    multiprocessing.util.Finalize(None, report, exitpriority=1)
+
+
+if __name__ == "__main__":
+    ctx = mp.get_context("spawn")  # like dask's worker processes: they end without atexit
+    p = ctx.Process(target=work, args=(sys.argv[1],))
+    p.start()
+    p.join(120)
+    sys.exit(p.exitcode)
+"""
+
+
+def test_worker_processes_close_their_sessions_when_they_end(seaweed, tmp_path) -> None:
+    script = tmp_path / "child.py"
+    script.write_text(_CHILD)
+    env = {
+        **os.environ,
+        "ATLAS_SESSIONS_KEY": seaweed.admin.access_key,
+        "ATLAS_SESSIONS_SECRET": seaweed.admin.secret_key,
+        "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+    }
+    proc = subprocess.run(
+        [sys.executable, str(script), seaweed.endpoint_url],
+        capture_output=True, text=True, timeout=180, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["closed"], (proc.stdout, proc.stderr)
+    assert "Unclosed" not in proc.stderr and "Traceback" not in proc.stderr
