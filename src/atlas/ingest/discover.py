@@ -85,7 +85,7 @@ _NATIVE_SYNTAXES = frozenset(
 )
 #: pixel data longer than this many times its declared size (plus slack) is refused
 _LONGER_FACTOR = 2
-_LONGER_SLACK = 64 * 1024
+_LONGER_SLACK = 16 * 1024
 #: discovery does not load header values above this size (it never needs them)
 _DEFER_BYTES = 1024 * 1024
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -168,9 +168,9 @@ class _ZipCache:
 
 
 def _looks_like_bare_dataset(head: bytes) -> bool:
-    """A DICOM data set without preamble/meta starts with an element of group 0000 (command),
-    0002 (meta), 0004 (directory) or 0008, in either byte order."""
-    return head[:2] in {bytes(p) for g in (0, 2, 4, 8) for p in ((g, 0), (0, g))}
+    """A DICOM data set without preamble/meta starts with an element of group 0002 (meta),
+    0004 (directory) or 0008, in either byte order (not 0000: zeros would parse as one)."""
+    return head[:2] in {bytes(p) for g in (2, 4, 8) for p in ((g, 0), (0, g))}
 
 
 def _is_uid(value: Any) -> bool:
