@@ -425,7 +425,7 @@ def test_preambleless_images_ingest_like_the_originals(tmp_path: Path, name: str
     from atlas.ome import open_image
 
     (path,) = summary.images
-    stored = np.asarray(open_image(store, path).level(0))
+    stored = np.asarray(open_image(store, path).read(0))
     original = pydicom.dcmread(pydicom_file(name))
     expected = pydicom.pixels.apply_modality_lut(original.pixel_array, original)
     np.testing.assert_array_equal(stored.reshape(expected.shape), expected)
