@@ -469,3 +469,49 @@ def test_pydicom_rtstruct_without_preamble_is_read_by_every_step(tmp_path: Path)
     assert len(summary.images) == 1
     for q in summary.quarantined:  # its contours may not fit this made-up grid, but it is read
         assert "unreadable" not in q.reason and "cannot read" not in q.reason, q.reason
+
+
+# ----------------------------------------------------------------------------------------
+# NIfTI: one bad file is quarantined, the run goes on
+
+
+def test_bad_nifti_files_are_quarantined_and_the_run_goes_on(tmp_path: Path) -> None:
+    nib = pytest.importorskip("nibabel")
+    from atlas.ingest.driver import write_report
+
+    src = tmp_path / "src"
+    src.mkdir()
+    eye = np.eye(4)
+    nib.save(nib.Nifti1Image(np.arange(512, dtype=np.int16).reshape(8, 8, 8), eye),
+             src / "good.nii.gz")  # fmt: skip
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.complex64), eye), src / "complex.nii")
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.uint64), eye, dtype=np.uint64),
+             src / "uint64.nii")  # fmt: skip
+    rgb = np.zeros((8, 8, 8), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    nib.save(nib.Nifti1Image(rgb, eye), src / "rgb.nii")
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 4000, (32, 32, 32)).astype(np.int16)
+    for name in ("full.nii", "full.nii.gz"):
+        nib.save(nib.Nifti1Image(noise, eye), tmp_path / name)
+        whole = (tmp_path / name).read_bytes()
+        (src / f"cut-{name}").write_bytes(whole[: len(whole) * 3 // 4])  # header intact
+    header = nib.Nifti1Header()  # declares 4000^3 int16 voxels (119 GiB), holds a few bytes
+    header.set_data_shape((4000, 4000, 4000))
+    header.set_data_dtype(np.int16)
+    header.set_data_offset(352)
+    (src / "huge.nii").write_bytes(header.binaryblock + bytes(4) + bytes(1000))
+
+    store = open_store(tmp_path / "store")
+    summary = ingest([src], store=store, site="s", collection="c", scheduler="synchronous",
+                     options=IngestOptions(secret_env=SECRET_ENV))  # fmt: skip
+    reasons = {Path(q.ref.path).name: q.reason for q in summary.quarantined}
+    assert len(summary.images) == 1  # good.nii.gz
+    assert reasons["complex.nii"].startswith("unsupported NIfTI data type complex64")
+    assert reasons["uint64.nii"].startswith("unsupported NIfTI data type uint64")
+    assert reasons["rgb.nii"].startswith("unsupported NIfTI data type RGB")
+    assert reasons["cut-full.nii"].startswith("truncated or corrupt NIfTI data")
+    assert reasons["cut-full.nii.gz"].startswith("truncated or corrupt NIfTI data")
+    assert "over the limit" in reasons["huge.nii"]
+    assert len(reasons) == 6
+    report = json.loads(write_report(summary, tmp_path / "report.json").read_text())
+    assert report["files_quarantined"] == 6
