@@ -92,6 +92,8 @@ def rle_bomb(path: Path, side: int = 65535) -> Path:
     """An RLE file of a few KB that declares ``side`` x ``side`` 16-bit pixels."""
     ds = pydicom.dcmread(pydicom_file("MR_small_RLE.dcm"))
     ds.Rows = ds.Columns = side
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]  # nothing else screens it out before decoding
+    ds.BurnedInAnnotation = "NO"
     ds.save_as(path)
     return path
 

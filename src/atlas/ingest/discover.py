@@ -351,7 +351,7 @@ def _last_element_end(ds: Dataset) -> int | None:
     tags = list(ds.keys())
     if not tags:
         return None
-    raw = ds.get_item(max(tags))
+    raw = ds.get_item(max(tags), keep_deferred=True)
     tell = getattr(raw, "value_tell", None)
     length = getattr(raw, "length", None)
     if tell is None or length is None or length == _UNDEFINED:
@@ -501,7 +501,7 @@ class _Header:
         self._us = struct.Struct("<H" if little else ">H")
 
     def text(self, tag: int) -> str | None:
-        elem = self.ds.get_item(tag)
+        elem = self.ds.get_item(tag, keep_deferred=True)
         value = None if elem is None else elem.value
         if value is None:
             return None
@@ -520,7 +520,7 @@ class _Header:
         return [part.strip(" \x00") for part in text.split("\\")] if text else []
 
     def us(self, tag: int) -> int | None:
-        elem = self.ds.get_item(tag)
+        elem = self.ds.get_item(tag, keep_deferred=True)
         value = None if elem is None else elem.value
         if isinstance(value, bytes):
             return self._us.unpack(value[:2])[0] if len(value) >= 2 else None
