@@ -102,7 +102,7 @@ def _match_segmentations(
     segs: list[InstanceInfo], series_uids: set[str], options: IngestOptions
 ) -> tuple[dict[str, list[InstanceInfo]], list[Quarantined]]:
     """Assign each SEG/RTSTRUCT to the series it references (original UIDs, in memory)."""
-    from atlas.ingest.discover import read_dataset
+    from atlas.ingest.dicom_io import read_dataset
     from atlas.ingest.labels import referenced_series_uids
 
     by_series: dict[str, list[InstanceInfo]] = {}

@@ -28,7 +28,7 @@ value is not integral; colour keeps the decoder's unsigned dtype.
 Memory: the decoded size the headers declare (slices x rows x columns x samples x bytes per
 sample; palette colour as three 16-bit channels) is checked against the limit
 (:class:`~atlas.ingest.safe_io.ReadLimits`) before any pixel data is read; each input is read
-through :func:`~atlas.ingest.discover.read_dataset` (regular files, zip members and deflated
+through :func:`~atlas.ingest.dicom_io.read_dataset` (regular files, zip members and deflated
 data streamed with the limit). Frames are decoded one at a time into one preallocated array of
 the stored dtype; the rescale runs slice by slice (one float64 slice at a time) into the output
 array, which is the same array when the dtypes agree.
@@ -48,7 +48,7 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder, ite
 from pydicom.uid import UID
 
 from atlas.errors import InvalidInput
-from atlas.ingest.discover import parse_dataset, read_dataset
+from atlas.ingest.dicom_io import parse_dataset, read_dataset
 from atlas.ingest.geometry import (
     POSITION_TOLERANCE_MM,
     StackGeometry,

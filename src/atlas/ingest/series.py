@@ -136,13 +136,13 @@ _TEXT_VRS = frozenset({"PN", "LO", "SH", "ST", "LT", "UT", "DA", "DT", "TM", "UI
 
 
 def _read_header(ref: FileRef, limits: ReadLimits) -> Any:
-    from atlas.ingest.discover import read_dataset
+    from atlas.ingest.dicom_io import read_dataset
 
     return read_dataset(ref, stop_before_pixels=True, limits=limits)
 
 
 def _read_full(ref: FileRef, limits: ReadLimits) -> Any:
-    from atlas.ingest.discover import read_dataset
+    from atlas.ingest.dicom_io import read_dataset
 
     return read_dataset(ref, stop_before_pixels=False, limits=limits)
 
