@@ -166,6 +166,14 @@ def test_declared_size_over_the_limit_is_quarantined(tmp_path: Path) -> None:
         assert "over the limit" in reasons_by_name(found)["bomb.dcm"]
 
 
+def test_rle_data_too_short_for_its_declared_size_is_quarantined(tmp_path: Path) -> None:
+    rle_bomb(tmp_path / "bomb.dcm", side=4096)  # 32 MiB declared: under the default limit
+    found = discover([tmp_path])
+    assert reasons_by_name(found)["bomb.dcm"].startswith("RLE pixel data is too short")
+    ok = discover([pydicom_file("MR_small_RLE.dcm"), pydicom_file("SC_rgb_rle_32bit.dcm")])
+    assert not ok.quarantined and len(ok.series) == 2  # real RLE files pass
+
+
 def test_pixel_data_far_longer_than_declared_is_quarantined(tmp_path: Path) -> None:
     ds = pydicom.dcmread(pydicom_file("CT_small.dcm"))  # 128 x 128 x 16 bit
     ds.Rows = ds.Columns = 4  # 32 bytes declared; the 32 KiB of pixel data stay

@@ -91,6 +91,9 @@ _NATIVE_SYNTAXES = frozenset(
 #: pixel data longer than this many times its declared size (plus slack) is refused
 _LONGER_FACTOR = 2
 _LONGER_SLACK = 16 * 1024
+_RLE = "1.2.840.10008.1.2.5"
+#: RLE Lossless decodes to at most 64 times its size (2 bytes -> a run of 128)
+_RLE_MAX_RATIO = 64
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _LONG_VRS = frozenset({b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"SQ", b"UT", b"UC", b"UR"})
 _UNDEFINED = 0xFFFFFFFF
@@ -263,6 +266,12 @@ def _check_pixels(fp: IO[bytes], ds: Dataset, size: int, ts: str) -> bool:
         raise _Rejected(
             f"pixel data is far longer than its header says ({length} bytes for an image "
             f"of {declared} bytes)"
+        )
+    if ts == _RLE and declared is not None and declared > _RLE_MAX_RATIO * length:
+        # an RLE run of 2 bytes decodes to at most 128: the declared image cannot be there
+        raise _Rejected(
+            f"RLE pixel data is too short for its header ({length} bytes cannot decode "
+            f"to {declared})"
         )
     return True
 
