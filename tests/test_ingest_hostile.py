@@ -531,3 +531,22 @@ def test_bad_nifti_files_are_quarantined_and_the_run_goes_on(tmp_path: Path) -> 
     assert len(reasons) == 6
     report = json.loads(write_report(summary, tmp_path / "report.json").read_text())
     assert report["files_quarantined"] == 6
+
+
+def test_nifti_inside_a_zip_archive_is_read_from_the_member(tmp_path: Path) -> None:
+    nib = pytest.importorskip("nibabel")
+    data = np.arange(6 * 7 * 8, dtype=np.int16).reshape(6, 7, 8)
+    nib.save(nib.Nifti1Image(data, np.diag([2.0, 2.0, 3.0, 1.0])), tmp_path / "scan.nii.gz")
+    with zipfile.ZipFile(tmp_path / "export.zip", "w") as zf:
+        zf.write(tmp_path / "scan.nii.gz", "study/scan.nii.gz")
+    (tmp_path / "scan.nii.gz").unlink()
+    store = open_store(tmp_path / "store")
+    summary = ingest([tmp_path / "export.zip"], store=store, site="s", collection="c",
+                     scheduler="synchronous",
+                     options=IngestOptions(secret_env=SECRET_ENV))  # fmt: skip
+    assert not summary.quarantined, [q.reason for q in summary.quarantined]
+    from atlas.ome import open_image
+
+    (path,) = summary.images
+    image = open_image(store, path)
+    np.testing.assert_array_equal(np.asarray(image.read(0)), np.transpose(data, (2, 1, 0)))

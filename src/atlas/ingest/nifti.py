@@ -12,10 +12,12 @@ data, or any other failure while reading it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ import numpy as np
 from atlas.errors import ConfigError, InvalidInput
 from atlas.ingest import records
 from atlas.ingest.model import FileRef, Quarantined, Volume
-from atlas.ingest.safe_io import ReadLimits, open_regular
+from atlas.ingest.safe_io import ReadLimits, open_member, open_regular
 from atlas.ingest.series import (
     IngestOptions,
     Scrubber,
@@ -163,6 +165,33 @@ def _digest(path: str, limits: ReadLimits) -> tuple[str, int]:
     return sha.hexdigest(), size
 
 
+@contextlib.contextmanager
+def _local_copy(ref: FileRef, limits: ReadLimits) -> Iterator[str]:
+    """A path nibabel can load: the file itself, or a zip member streamed (with the object
+    limit) into a private temporary file that is removed afterwards."""
+    if ref.member is None:
+        yield ref.path
+        return
+    import shutil
+    import tempfile
+    import zipfile
+
+    suffix = ".nii.gz" if ref.member.lower().endswith(".gz") else ".nii"
+    with tempfile.TemporaryDirectory(prefix="atlas-nifti-") as tmp:
+        target = os.path.join(tmp, "member" + suffix)
+        try:
+            with (
+                open_regular(ref.path) as archive,
+                zipfile.ZipFile(archive) as zf,
+                open_member(zf, ref.member, limits) as src,
+                open(target, "wb") as dst,
+            ):
+                shutil.copyfileobj(src, dst)
+        except (zipfile.BadZipFile, KeyError, RuntimeError, NotImplementedError, EOFError) as exc:
+            raise InvalidInput(f"cannot read zip member ({type(exc).__name__})") from None
+        yield target
+
+
 def ingest_nifti(task: NiftiTask) -> SeriesOutcome:
     """Ingest one NIfTI image (and any ``--labels`` masks that fit it); never raises for bad
     input: an unusable file, or any failure while ingesting it, quarantines that file."""
@@ -182,17 +211,22 @@ def ingest_nifti(task: NiftiTask) -> SeriesOutcome:
 
 
 def _ingest_nifti(task: NiftiTask) -> SeriesOutcome:
+    t0 = time.perf_counter()
+    deid = _deidentifier(task.options)
+    with _local_copy(task.ref, task.options.limits) as local:
+        return _ingest_local(task, local, t0, deid)
+
+
+def _ingest_local(task: NiftiTask, local: str, t0: float, deid: Any) -> SeriesOutcome:
     from atlas.ingest.label_text import deidentify_labels, label_properties
     from atlas.ingest.labels import GeometryMismatch, nifti_to_labels
     from atlas.ome import LabelSpec, write_image
 
-    t0 = time.perf_counter()
-    deid = _deidentifier(task.options)
     try:
-        digest, size = _digest(task.ref.path, task.options.limits)
+        digest, size = _digest(local, task.options.limits)
     except OSError as exc:
         raise InvalidInput(f"cannot read file ({type(exc).__name__})") from None
-    stem = _stem(task.ref.path)
+    stem = _stem(task.ref.member or task.ref.path)
     subject_id = deid.subject_id(f"nifti:{stem}")
     study_id = deid.uid(f"nifti-study:{stem}")
     series_id = deid.uid(f"nifti-series:{digest}")
@@ -201,7 +235,7 @@ def _ingest_nifti(task: NiftiTask) -> SeriesOutcome:
     if already_done(store, collection, out):
         return out
     try:
-        volume = load_nifti_volume(task.ref.path, limits=task.options.limits)
+        volume = load_nifti_volume(local, limits=task.options.limits)
     except InvalidInput as exc:
         out.status = "quarantined"
         out.quarantined.append(Quarantined(task.ref, str(exc), series_id))
