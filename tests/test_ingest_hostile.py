@@ -234,8 +234,11 @@ options = IngestOptions(secret_env="ATLAS_TEST_SITE_SECRET", max_image_bytes=cap
 # warm up on a good file: every module and cache a normal ingest loads is loaded now
 ingest([warm], store=open_store(store), site="s", collection="c", scheduler="synchronous",
        options=options)
-with open("/proc/self/clear_refs", "w") as fh:  # reset the peak (VmHWM) to the current RSS
-    fh.write("5")
+try:  # reset the peak (VmHWM) to the current RSS; where not allowed the warm-up peak stays
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+except OSError:
+    pass
 base = status("VmRSS")
 summary = ingest([src], store=open_store(store), site="s", collection="c",
                  scheduler="synchronous", options=options)
