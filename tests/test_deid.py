@@ -655,7 +655,7 @@ def test_key_is_never_shown_and_errors_name_no_values(monkeypatch, caplog):
         ({"SOPClassUID": "1.2.840.10008.5.1.4.1.1.7.4"}, True),
         ({"SOPClassUID": "1.2.840.10008.5.1.4.1.1.7", "BurnedInAnnotation": "NO"}, False),
         ({"SOPClassUID": "1.2.840.10008.5.1.4.1.1.77.1.6"}, False),  # not a Secondary Capture
-        ({"Modality": "CT", "ImageType": ["DERIVED", "SECONDARY"]}, True),
+        ({"Modality": "CT", "ImageType": ["DERIVED", "SECONDARY"]}, False),  # a reconstruction
         ({"Modality": "OT", "ImageType": ["ORIGINAL", "PRIMARY", "SCREEN SAVE"]}, True),
         (
             {"Modality": "OT", "ImageType": ["DERIVED", "SECONDARY"], "BurnedInAnnotation": "NO"},

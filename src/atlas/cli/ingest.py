@@ -50,6 +50,12 @@ def ingest_command(
     secret_env: str = typer.Option(
         "ATLAS_SITE_SECRET", "--secret-env", help="Environment variable holding the site key."
     ),
+    max_image_bytes: str = typer.Option(
+        "2GiB",
+        "--max-image-bytes",
+        help="Largest decoded image (and input file) to read, e.g. 512MB or 4GiB; "
+        "larger inputs are quarantined before anything is allocated.",
+    ),
     report: Path = typer.Option(
         Path("atlas-ingest-report.json"),
         "--report",
@@ -62,12 +68,18 @@ def ingest_command(
     Rerunning the same command skips finished series and completes interrupted ones.
     """
     from atlas.config import load_sites
+    from atlas.errors import InvalidInput
     from atlas.ingest.driver import ingest, write_report
+    from atlas.ingest.safe_io import parse_size
     from atlas.ingest.series import IngestOptions, _deidentifier
     from atlas.storage import open_store
 
     if workers is not None and scheduler is not None:
         raise typer.BadParameter("give --workers or --scheduler, not both")
+    try:
+        limit = parse_size(max_image_bytes)
+    except InvalidInput as exc:
+        raise typer.BadParameter(str(exc), param_hint="--max-image-bytes") from None
     if store is not None:
         target = open_store(store, site=site)
     else:
@@ -75,7 +87,9 @@ def ingest_command(
         target = (
             configured[site].store() if site in configured else open_store("atlas-data", site=site)
         )
-    options = IngestOptions(secret_env=secret_env, allow_burned_in=allow_burned_in)
+    options = IngestOptions(
+        secret_env=secret_env, allow_burned_in=allow_burned_in, max_image_bytes=limit
+    )
     _deidentifier(options)  # a missing or weak key fails here, before any work starts
     console = Console(stderr=True)
     console.print(

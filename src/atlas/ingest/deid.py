@@ -1070,41 +1070,19 @@ def _code_item(value: str, meaning: str) -> Dataset:
 # ---------------------------------------------------------------------------------------------
 # Burned-in text.
 
-_SECONDARY_CAPTURE_ROOT = "1.2.840.10008.5.1.4.1.1.7"
-
 
 def burned_in_risk(ds: Dataset) -> str | None:
     """Why the pixels of ``ds`` may carry burned-in text, or ``None``.
 
-    A risk when Burned In Annotation (0028,0301) is ``YES``; or, unless it is ``NO``, when the
-    modality is US, the SOP class is a Secondary Capture, or Image Type contains
-    ``SCREEN SAVE`` or ``SECONDARY``. The reason names no original value.
+    The rules (RSNA CTP's burned-in-pixels filters as packaged by the ``deid`` library: Burned
+    In Annotation YES, known device signatures, and, unless Burned In Annotation is NO,
+    Secondary Capture, ultrasound, screen saves and screen-capture devices) are those of
+    :func:`atlas.ingest.burned_in.burned_in_reason`; a ``DERIVED\\SECONDARY`` MR or CT
+    reconstruction is not a risk. The reason names no original value.
     """
-    flag = str(ds.get("BurnedInAnnotation", "") or "").strip().upper()
-    if flag == "YES":
-        return "Burned In Annotation is YES"
-    if flag == "NO":
-        return None
-    modality = str(ds.get("Modality", "") or "").strip().upper()
-    if modality == "US":
-        return "ultrasound image without Burned In Annotation NO"
-    sop_class = str(ds.get("SOPClassUID", "") or "").strip()
-    if sop_class == _SECONDARY_CAPTURE_ROOT or sop_class.startswith(_SECONDARY_CAPTURE_ROOT + "."):
-        return "Secondary Capture image without Burned In Annotation NO"
-    image_type = ds.get("ImageType", None)
-    values: Iterable[Any]
-    if image_type is None:
-        values = ()
-    elif isinstance(image_type, str):
-        values = image_type.split("\\")
-    else:
-        values = image_type
-    upper = {str(v).strip().upper() for v in values}
-    if "SCREEN SAVE" in upper:
-        return "Image Type SCREEN SAVE without Burned In Annotation NO"
-    if "SECONDARY" in upper:
-        return "Image Type SECONDARY without Burned In Annotation NO"
-    return None
+    from atlas.ingest.burned_in import burned_in_reason
+
+    return burned_in_reason(ds)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,8 +8,12 @@ NIfTI files (``.nii``, ``.nii.gz``: collected, not parsed here).
 Only headers are read (``stop_before_pixels``), by a thread pool. Each header is also checked
 for truncation: the declared pixel data must fit in the file (encapsulated fragments are walked
 item by item) and native pixel data must be as long as rows x columns x frames x samples says.
-Instances are grouped by (Study Instance UID, Series Instance UID); SEG and RTSTRUCT objects
-are kept apart. Inputs are opened read-only and never modified.
+Declared sizes are checked before anything is decoded: an image that would decode to more than
+the limit (:class:`~atlas.ingest.safe_io.ReadLimits`), or whose pixel data is far longer than
+its header declares, is quarantined. Instances are grouped by (Study Instance UID, Series
+Instance UID); SEG and RTSTRUCT objects are kept apart. Inputs are opened read-only and never
+modified; only regular files are read, and symlinks and DICOMDIR references are followed only
+inside the sources (see :mod:`atlas.ingest.safe_io`).
 
 Quarantine reasons never contain identifying values (names, ids, UIDs, dates); they may name
 the file path, which is the operator's own and goes only into their local report.
@@ -30,9 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.errors import InvalidDicomError
+from pydicom.dataset import Dataset
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
@@ -44,8 +46,25 @@ from pydicom.uid import (
 )
 
 from atlas.errors import InvalidInput, NotFound
+from atlas.ingest.dicom_io import (
+    PIXEL_TAGS,
+    _corrupt_reason,
+    _deflated_dataset,
+    _inflated,
+    _parse,
+    _Rejected,
+    parse_dataset,
+    read_dataset,
+)
 from atlas.ingest.geometry_values import geometry_problem
 from atlas.ingest.model import FileRef, InstanceInfo, Quarantined, SeriesGroup
+from atlas.ingest.safe_io import (
+    ReadLimits,
+    check_regular,
+    is_within,
+    open_member,
+    open_regular,
+)
 
 __all__ = [
     "SEGMENTATION_MODALITIES",
@@ -62,10 +81,20 @@ _SEGMENTATION_SOP_CLASSES = frozenset(
     {str(SegmentationStorage), str(RTStructureSetStorage), "1.2.840.10008.5.1.4.1.1.66.7"}
 )
 _NATIVE_SYNTAXES = frozenset(
-    {str(ImplicitVRLittleEndian), str(ExplicitVRLittleEndian), str(ExplicitVRBigEndian)}
+    {
+        str(ImplicitVRLittleEndian),
+        str(ExplicitVRLittleEndian),
+        str(ExplicitVRBigEndian),
+        str(DeflatedExplicitVRLittleEndian),  # native once inflated
+    }
 )
+#: pixel data longer than this many times its declared size (plus slack) is refused
+_LONGER_FACTOR = 2
+_LONGER_SLACK = 16 * 1024
+_RLE = "1.2.840.10008.1.2.5"
+#: RLE Lossless decodes to at most 64 times its size (2 bytes -> a run of 128)
+_RLE_MAX_RATIO = 64
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
-_PIXEL_TAGS = frozenset({(0x7FE0, 0x0010), (0x7FE0, 0x0008), (0x7FE0, 0x0009)})
 _LONG_VRS = frozenset({b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"SQ", b"UT", b"UC", b"UR"})
 _UNDEFINED = 0xFFFFFFFF
 #: operating-system litter that is skipped silently (compared lower-case)
@@ -106,10 +135,6 @@ class Discovery:
         )
 
 
-class _Rejected(Exception):
-    """An object is not usable; the message is the quarantine reason."""
-
-
 # ----------------------------------------------------------------------------------------
 # reading
 
@@ -129,104 +154,18 @@ class _ZipCache:
                 self._archives[path] = entry
             return entry
 
-    def read(self, ref: FileRef) -> bytes:
+    def open(self, ref: FileRef, limits: ReadLimits) -> IO[bytes]:
+        """The member, streamed (capped by ``limits``) into a seekable spooled file."""
         assert ref.member is not None
         zf, lock = self.get(ref.path)
         with lock:
-            return zf.read(ref.member)
+            return open_member(zf, ref.member, limits)
 
     def close(self) -> None:
         with self._lock:
             for zf, _ in self._archives.values():
                 zf.close()
             self._archives.clear()
-
-
-def _looks_like_bare_dataset(head: bytes) -> bool:
-    """A DICOM data set without preamble/meta starts with a group 0002 or 0008 element."""
-    return head[:2] in (b"\x08\x00", b"\x02\x00", b"\x00\x08", b"\x00\x02")
-
-
-def _is_uid(value: Any) -> bool:
-    text = str(value or "")
-    return 0 < len(text) <= 64 and all(c.isdigit() or c == "." for c in text)
-
-
-def _parse(fp: IO[bytes], *, stop_before_pixels: bool) -> Dataset:
-    """``dcmread`` with ``force=False`` first; bare data sets (no preamble) are accepted when
-    they start like one and carry valid SOP Class/Instance UIDs. Raises :class:`_Rejected`."""
-    start = fp.tell()
-    try:
-        ds = pydicom.dcmread(fp, stop_before_pixels=stop_before_pixels)
-        _ensure_transfer_syntax(ds)
-        return ds
-    except InvalidDicomError:
-        fp.seek(start)
-        head = fp.read(8)
-        if not _looks_like_bare_dataset(head):
-            raise _Rejected("not a DICOM file") from None
-    fp.seek(start)
-    try:
-        ds = pydicom.dcmread(fp, stop_before_pixels=stop_before_pixels, force=True)
-        plausible = _is_uid(ds.get("SOPClassUID")) and _is_uid(ds.get("SOPInstanceUID"))
-    except Exception:
-        plausible = False
-    if not plausible:
-        raise _Rejected("not a DICOM file")
-    _ensure_transfer_syntax(ds)
-    return ds
-
-
-def _ensure_transfer_syntax(ds: Dataset) -> None:
-    """Give a data set read without file meta the transfer syntax it was encoded in."""
-    meta = getattr(ds, "file_meta", None)
-    if meta is not None and "TransferSyntaxUID" in meta:
-        return
-    implicit, little = ds.original_encoding
-    if implicit:
-        uid = ImplicitVRLittleEndian
-    else:
-        uid = ExplicitVRLittleEndian if little is not False else ExplicitVRBigEndian
-    if meta is None:
-        ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = uid
-
-
-def parse_dataset(
-    fp: IO[bytes], *, stop_before_pixels: bool = True, location: str | None = None
-) -> Dataset:
-    """Parse one DICOM object from a binary file object the way ingest does.
-
-    ``force=False`` first; a bare data set without preamble/file meta is accepted only when it
-    starts like one and carries valid SOP Class/Instance UIDs. Raises
-    :class:`atlas.errors.InvalidInput` with a reason fit for the quarantine report (e.g.
-    ``"not a DICOM file"``); ``location`` names the object in the error.
-    """
-    try:
-        return _parse(fp, stop_before_pixels=stop_before_pixels)
-    except _Rejected as exc:
-        raise InvalidInput(str(exc), location=location) from None
-    except (EOFError, struct.error, zlib.error, ValueError, KeyError, TypeError, OSError) as exc:
-        raise InvalidInput(_corrupt_reason(exc), location=location) from None
-
-
-def read_dataset(ref: FileRef, *, stop_before_pixels: bool = True) -> Dataset:
-    """Read one DICOM object (file or zip member) read-only; see :func:`parse_dataset`."""
-    try:
-        with ref.open() as fp:
-            return parse_dataset(fp, stop_before_pixels=stop_before_pixels, location=ref.display)
-    except (OSError, zipfile.BadZipFile, zlib.error, KeyError, RuntimeError) as exc:
-        raise InvalidInput(
-            f"cannot read input ({exc.__class__.__name__})", location=ref.display
-        ) from None
-
-
-def _corrupt_reason(exc: BaseException) -> str:
-    if isinstance(exc, EOFError | struct.error):
-        return "truncated or corrupt DICOM header (unexpected end of data)"
-    if isinstance(exc, OSError):
-        return f"cannot read file ({exc.__class__.__name__})"
-    return f"corrupt DICOM header ({exc.__class__.__name__})"
 
 
 # ----------------------------------------------------------------------------------------
@@ -238,12 +177,28 @@ def _last_element_end(ds: Dataset) -> int | None:
     tags = list(ds.keys())
     if not tags:
         return None
-    raw = ds.get_item(max(tags))
+    raw = ds.get_item(max(tags), keep_deferred=True)
     tell = getattr(raw, "value_tell", None)
     length = getattr(raw, "length", None)
     if tell is None or length is None or length == _UNDEFINED:
         return None
     return int(tell) + int(length)
+
+
+def declared_image_bytes(ds: Dataset) -> int | None:
+    """What the pixel data of ``ds`` decodes to, from its header alone (rows x columns x
+    frames x samples x bytes per sample), or ``None`` when the header does not say."""
+    h = _Header(ds)
+    rows, cols, bits = h.us(_ROWS), h.us(_COLUMNS), h.us(_BITS_ALLOCATED)
+    if not rows or not cols or not bits:
+        return None
+    spp = h.us(_SAMPLES_PER_PIXEL) or 1
+    frames = max(_opt_int(h.text(_NUMBER_OF_FRAMES)) or 1, 1)
+    return rows * cols * frames * spp * max((bits + 7) // 8, 1)
+
+
+def _far_longer(length: int, declared: int | None) -> bool:
+    return declared is not None and length > _LONGER_FACTOR * declared + _LONGER_SLACK
 
 
 def _expected_native_length(ds: Dataset) -> int | None:
@@ -277,7 +232,7 @@ def _check_pixels(fp: IO[bytes], ds: Dataset, size: int, ts: str) -> bool:
             raise _Rejected("truncated DICOM file: the header ends in the middle of an element")
         return False
     group, elem = struct.unpack(endian + "HH", head[:4])
-    if (group, elem) not in _PIXEL_TAGS:
+    if (group, elem) not in PIXEL_TAGS:
         raise _Rejected("corrupt DICOM header (unreadable data after the last element)")
     if len(head) < 8:
         raise _Rejected("truncated DICOM file: pixel data element is cut off")
@@ -293,36 +248,50 @@ def _check_pixels(fp: IO[bytes], ds: Dataset, size: int, ts: str) -> bool:
     else:
         (length,) = struct.unpack(endian + "H", head[6:8])
     start = fp.tell()
+    declared = declared_image_bytes(ds)
     if length == _UNDEFINED:
-        _walk_fragments(fp, endian, size)
-        return True
-    if start + length > size:
+        length = _walk_fragments(fp, endian, size)
+    elif start + length > size:
         raise _Rejected(
             f"truncated DICOM file: pixel data declares {length} bytes but only "
             f"{max(size - start, 0)} are present"
         )
-    if ts in _NATIVE_SYNTAXES:
+    elif ts in _NATIVE_SYNTAXES:
         expected = _expected_native_length(ds)
         if expected is not None and length < expected:
             raise _Rejected(
                 f"pixel data is shorter than its header says ({length} of {expected} bytes)"
             )
+    if _far_longer(length, declared):
+        raise _Rejected(
+            f"pixel data is far longer than its header says ({length} bytes for an image "
+            f"of {declared} bytes)"
+        )
+    if ts == _RLE and declared is not None and declared > _RLE_MAX_RATIO * length:
+        # an RLE run of 2 bytes decodes to at most 128: the declared image cannot be there
+        raise _Rejected(
+            f"RLE pixel data is too short for its header ({length} bytes cannot decode "
+            f"to {declared})"
+        )
     return True
 
 
-def _walk_fragments(fp: IO[bytes], endian: str, size: int) -> None:
-    """Follow the items of encapsulated pixel data up to the sequence delimiter."""
+def _walk_fragments(fp: IO[bytes], endian: str, size: int) -> int:
+    """Follow the items of encapsulated pixel data up to the sequence delimiter; returns the
+    bytes of all items."""
+    total = 0
     while True:
         head = fp.read(8)
         if len(head) < 8:
             raise _Rejected("truncated DICOM file: compressed pixel data is cut off")
         group, elem, length = struct.unpack(endian + "HHI", head)
         if (group, elem) == (0xFFFE, 0xE0DD):
-            return
+            return total
         if (group, elem) != (0xFFFE, 0xE000) or length == _UNDEFINED:
             raise _Rejected("corrupt compressed pixel data (bad fragment item)")
         if fp.tell() + length > size:
             raise _Rejected("truncated DICOM file: compressed pixel data is cut off")
+        total += length
         fp.seek(length, io.SEEK_CUR)
 
 
@@ -364,7 +333,7 @@ class _Header:
         self._us = struct.Struct("<H" if little else ">H")
 
     def text(self, tag: int) -> str | None:
-        elem = self.ds.get_item(tag)
+        elem = self.ds.get_item(tag, keep_deferred=True)
         value = None if elem is None else elem.value
         if value is None:
             return None
@@ -383,7 +352,7 @@ class _Header:
         return [part.strip(" \x00") for part in text.split("\\")] if text else []
 
     def us(self, tag: int) -> int | None:
-        elem = self.ds.get_item(tag)
+        elem = self.ds.get_item(tag, keep_deferred=True)
         value = None if elem is None else elem.value
         if isinstance(value, bytes):
             return self._us.unpack(value[:2])[0] if len(value) >= 2 else None
@@ -492,6 +461,7 @@ def _instance_info(ref: FileRef, ds: Dataset, has_pixels: bool) -> InstanceInfo:
         image_type=tuple(h.texts(_IMAGE_TYPE)),
         has_pixel_data=has_pixels,
         geometry_problem=problem,
+        bits_allocated=h.us(_BITS_ALLOCATED),
     )
 
 
@@ -535,7 +505,7 @@ def _dicomdir_file_ids(ds: Dataset) -> list[tuple[str, ...]]:
     return ids
 
 
-def _examine_stream(ref: FileRef, fp: IO[bytes], size: int) -> _Outcome:
+def _examine_stream(ref: FileRef, fp: IO[bytes], size: int, limits: ReadLimits) -> _Outcome:
     head = fp.read(4)
     fp.seek(0)
     if head in _ZIP_MAGICS:
@@ -544,23 +514,33 @@ def _examine_stream(ref: FileRef, fp: IO[bytes], size: int) -> _Outcome:
                 size, Quarantined(ref, "zip archive inside a zip archive (extract it first)")
             )
         return _Outcome(0, _Archive(ref))
+    body: IO[bytes] | None = None
     try:
-        ds = _parse(fp, stop_before_pixels=True)
+        deflated = _inflated(fp, limits)
+        if deflated is not None:
+            # checked like any file, on the inflated body (positions are its offsets)
+            body = deflated[2]
+            ds = _deflated_dataset(deflated, stop_before_pixels=True, defer=True)
+            here = body.tell()  # where the header stopped: the pixel data element, if any
+            fp, end = body, body.seek(0, io.SEEK_END)
+            body.seek(here)
+        else:
+            ds = _parse(fp, stop_before_pixels=True)
+            end = size
         meta = getattr(ds, "file_meta", None)
         ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
         sop_class = str(ds.get("SOPClassUID", "") or "")
         if sop_class == str(MediaStorageDirectoryStorage) or "DirectoryRecordSequence" in ds:
             return _Outcome(size, _Dicomdir(ref, _dicomdir_file_ids(ds)))
-        if ts == str(DeflatedExplicitVRLittleEndian):
-            # Positions in a deflated stream are not file offsets: read it whole instead.
-            fp.seek(0)
-            full = _parse(fp, stop_before_pixels=False)
-            has_pixels = any(k in full for k in _PIXEL_KEYWORDS)
-        else:
-            has_pixels = _check_pixels(fp, ds, size, ts)
+        declared = declared_image_bytes(ds)
+        if declared is not None:
+            limits.check_image(declared)
+        has_pixels = _check_pixels(fp, ds, end, ts)
         info = _instance_info(ref, ds, has_pixels)
     except _Rejected as exc:
         return _Outcome(size, Quarantined(ref, str(exc)))
+    except InvalidInput as exc:
+        return _Outcome(size, Quarantined(ref, exc.message))
     except (
         zlib.error,
         EOFError,
@@ -571,6 +551,9 @@ def _examine_stream(ref: FileRef, fp: IO[bytes], size: int) -> _Outcome:
         AttributeError,
     ) as exc:
         return _Outcome(size, Quarantined(ref, _corrupt_reason(exc)))
+    finally:
+        if body is not None:
+            body.close()
     if not has_pixels and not _is_segmentation(info):
         reason = "no pixel data"
         if info.rows and info.columns:
@@ -579,28 +562,31 @@ def _examine_stream(ref: FileRef, fp: IO[bytes], size: int) -> _Outcome:
     return _Outcome(size, info)
 
 
-def _examine(ref: FileRef, zips: _ZipCache) -> _Outcome:
+def _examine(ref: FileRef, zips: _ZipCache, limits: ReadLimits) -> _Outcome:
     """Classify and read one object; never raises."""
     name = ref.member if ref.member is not None else ref.path
+    if ref.member is None:
+        try:
+            if is_nifti_name(name):
+                return _Outcome(check_regular(ref.path).st_size, None)
+            with open_regular(ref.path, buffering=_READ_BUFFER) as fp:
+                size = os.fstat(fp.fileno()).st_size
+                limits.check_object(size)
+                return _examine_stream(ref, fp, size, limits)
+        except InvalidInput as exc:
+            return _Outcome(0, Quarantined(ref, exc.message))
+        except OSError as exc:
+            return _Outcome(0, Quarantined(ref, f"cannot read file ({exc.__class__.__name__})"))
     if is_nifti_name(name):
         try:
-            size = (
-                ref.size()
-                if ref.member is None
-                else zips.get(ref.path)[0].getinfo(ref.member).file_size
-            )
+            size = zips.get(ref.path)[0].getinfo(ref.member).file_size
         except (OSError, KeyError, zipfile.BadZipFile):
             size = 0
         return _Outcome(size, None)
-    if ref.member is None:
-        try:
-            with open(ref.path, "rb", buffering=_READ_BUFFER) as fp:
-                size = os.fstat(fp.fileno()).st_size
-                return _examine_stream(ref, fp, size)
-        except OSError as exc:
-            return _Outcome(0, Quarantined(ref, f"cannot read file ({exc.__class__.__name__})"))
     try:
-        data = zips.read(ref)
+        member = zips.open(ref, limits)
+    except InvalidInput as exc:
+        return _Outcome(0, Quarantined(ref, exc.message))
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
         detail = "bad CRC-32" if "CRC" in str(exc) else exc.__class__.__name__
         return _Outcome(0, Quarantined(ref, f"corrupt zip archive member ({detail})"))
@@ -610,7 +596,10 @@ def _examine(ref: FileRef, zips: _ZipCache) -> _Outcome:
         return _Outcome(0, Quarantined(ref, "encrypted zip member (cannot be read)"))
     except (OSError, KeyError) as exc:
         return _Outcome(0, Quarantined(ref, f"cannot read zip member ({exc.__class__.__name__})"))
-    return _examine_stream(ref, io.BytesIO(data), len(data))
+    with member:
+        size = member.seek(0, io.SEEK_END)
+        member.seek(0)
+        return _examine_stream(ref, member, size, limits)
 
 
 # ----------------------------------------------------------------------------------------
@@ -622,12 +611,46 @@ def _skip_name(name: str) -> bool:
     return base.startswith(".") or base.lower() in _JUNK_NAMES
 
 
-def _walk(root: Path) -> Iterator[FileRef]:
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__MACOSX")
-        for name in sorted(filenames):
-            if not _skip_name(name):
-                yield FileRef(os.path.join(dirpath, name))
+_OUTSIDE = "symbolic link points outside the sources (not followed)"
+
+
+def _walk(root: Path, roots: list[str], refused: list[Quarantined]) -> Iterator[FileRef]:
+    """Every file below ``root`` in name order. Symlinks, to files and to folders alike, are
+    followed only when they resolve inside ``roots`` (others go to ``refused``); each folder
+    is visited once, so link loops end. Non-regular files are yielded: reading refuses them."""
+    visited: set[str] = set()
+
+    def visit(folder: str) -> Iterator[FileRef]:
+        real = os.path.realpath(folder)
+        if real in visited:
+            return
+        visited.add(real)
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            return
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            if is_dir and (entry.name.startswith(".") or entry.name == "__MACOSX"):
+                continue
+            if not is_dir and _skip_name(entry.name):
+                continue
+            if entry.is_symlink():
+                if not os.path.exists(entry.path):
+                    refused.append(Quarantined(FileRef(entry.path), "broken symbolic link"))
+                    continue
+                if not is_within(entry.path, roots):
+                    refused.append(Quarantined(FileRef(entry.path), _OUTSIDE))
+                    continue
+            if is_dir:
+                yield from visit(entry.path)
+            else:
+                yield FileRef(entry.path)
+
+    yield from visit(str(root))
 
 
 def _key(ref: FileRef) -> tuple[str, str | None]:
@@ -662,7 +685,9 @@ def _members(zf: zipfile.ZipFile) -> list[str]:
     return sorted(names)
 
 
-def discover(sources: Iterable[str | Path], *, workers: int | None = None) -> Discovery:
+def discover(
+    sources: Iterable[str | Path], *, workers: int | None = None, limits: ReadLimits | None = None
+) -> Discovery:
     """Find, classify and group every DICOM object and NIfTI file in ``sources``.
 
     ``sources`` may mix directories (recursive), files, DICOMDIR files, zip archives and
@@ -671,6 +696,11 @@ def discover(sources: Iterable[str | Path], *, workers: int | None = None) -> Di
     instance) are quarantined with a reason. ``workers`` sizes the header-reading thread pool
     (default ``min(32, cpu_count + 4)``). Raises :class:`atlas.errors.NotFound` when a source
     does not exist.
+
+    Only regular files are read; symlinks (to files or folders) found in a source folder are
+    followed only when they resolve inside one of ``sources``, and the files a DICOMDIR names
+    only inside the DICOMDIR's folder; anything else is quarantined with its reason. Declared
+    sizes are checked against ``limits`` (default :class:`ReadLimits`) before reading further.
     """
     found = Discovery()
     pending: list[FileRef] = []
@@ -682,15 +712,20 @@ def discover(sources: Iterable[str | Path], *, workers: int | None = None) -> Di
             seen.add(key)
             pending.append(ref)
 
-    for source in sources:
-        path = Path(source)
+    paths = [Path(s) for s in sources]
+    roots = [str(p) for p in paths if p.exists()]
+    refused: list[Quarantined] = []
+    for path in paths:
         if path.is_dir():
-            for ref in _walk(path):
+            for ref in _walk(path, roots, refused):
                 add(ref)
-        elif path.is_file():
+        elif path.exists():  # regular or not: reading refuses anything but a regular file
             add(FileRef(str(path)))
         else:
             raise NotFound(f"input path does not exist: {path}", location=str(path))
+    found.quarantined.extend(refused)
+    found.files_seen += len(refused)
+    limits = limits or ReadLimits()
 
     instances: list[InstanceInfo] = []
     zips = _ZipCache()
@@ -702,7 +737,7 @@ def discover(sources: Iterable[str | Path], *, workers: int | None = None) -> Di
             while pending:
                 batch, pending = pending, []
                 for ref, outcome in zip(
-                    batch, pool.map(lambda r: _examine(r, zips), batch), strict=True
+                    batch, pool.map(lambda r: _examine(r, zips, limits), batch), strict=True
                 ):
                     _collect(ref, outcome, found, instances, zips, add)
     finally:
@@ -748,13 +783,28 @@ def _collect(
         _follow_dicomdir(result, found, zips, add)
 
 
+_BAD_FILE_ID = "DICOMDIR references a file outside its own folder (refused)"
+
+
+def _relative_file_id(parts: tuple[str, ...]) -> bool:
+    """A File ID is relative components below the DICOMDIR (PS3.10 8.5): no ``.``/``..``,
+    separators, drive letters or NUL."""
+    return all(p not in (".", "..") and not any(c in p for c in "/\\:\x00") for p in parts)
+
+
 def _follow_dicomdir(dicomdir: _Dicomdir, found: Discovery, zips: _ZipCache, add: Any) -> None:
     ref = dicomdir.ref
+    for parts in dicomdir.file_ids:
+        if not _relative_file_id(parts):
+            found.quarantined.append(Quarantined(ref, _BAD_FILE_ID))
+    file_ids = [parts for parts in dicomdir.file_ids if _relative_file_id(parts)]
     if ref.member is None:
-        base = os.path.dirname(ref.path)
-        for parts in dicomdir.file_ids:
+        base = os.path.dirname(ref.path) or "."
+        for parts in file_ids:
             resolved = _resolve_in_dir(base, parts)
-            if resolved is None:
+            if resolved is not None and not is_within(resolved, [base]):
+                found.quarantined.append(Quarantined(ref, _BAD_FILE_ID))
+            elif resolved is None:
                 missing = FileRef(os.path.join(base, *parts))
                 found.quarantined.append(
                     Quarantined(missing, "file referenced by DICOMDIR is missing")
@@ -766,7 +816,7 @@ def _follow_dicomdir(dicomdir: _Dicomdir, found: Discovery, zips: _ZipCache, add
     with lock:
         names = {n.lower(): n for n in zf.namelist()}
     base_member = posixpath.dirname(ref.member)
-    for parts in dicomdir.file_ids:
+    for parts in file_ids:
         wanted = posixpath.join(base_member, *parts)
         name = names.get(wanted.lower())
         if name is None:

@@ -99,19 +99,17 @@ def _safe_ingest(task: SeriesTask) -> SeriesOutcome:
 
 
 def _match_segmentations(
-    segs: list[InstanceInfo], series_uids: set[str]
+    segs: list[InstanceInfo], series_uids: set[str], options: IngestOptions
 ) -> tuple[dict[str, list[InstanceInfo]], list[Quarantined]]:
     """Assign each SEG/RTSTRUCT to the series it references (original UIDs, in memory)."""
-    import pydicom
-
+    from atlas.ingest.dicom_io import read_dataset
     from atlas.ingest.labels import referenced_series_uids
 
     by_series: dict[str, list[InstanceInfo]] = {}
     problems: list[Quarantined] = []
     for seg in segs:
         try:
-            with seg.ref.open() as fh:
-                ds = pydicom.dcmread(fh, stop_before_pixels=True)
+            ds = read_dataset(seg.ref, stop_before_pixels=True, limits=options.limits)
             refs = referenced_series_uids(ds) & series_uids
         except Exception as exc:
             problems.append(
@@ -186,10 +184,10 @@ def plan(
     _check_name("site", site)
     _check_name("collection", collection)
     _deidentifier(options)  # fail fast on a missing or weak key, before reading any pixels
-    found = discover([str(s) for s in sources])
+    found = discover([str(s) for s in sources], limits=options.limits)
     summary = IngestSummary(files_seen=found.files_seen, quarantined=list(found.quarantined))
     series_uids = {g.series_uid for g in found.series}
-    by_series, problems = _match_segmentations(found.segmentations, series_uids)
+    by_series, problems = _match_segmentations(found.segmentations, series_uids, options)
     summary.quarantined.extend(problems)
     label_refs = [FileRef(str(Path(p))) for p in labels]
     for ref in label_refs:

@@ -101,6 +101,7 @@ class InstanceInfo:
     has_pixel_data: bool = True
     #: why a geometry attribute present in the header is invalid (the instance is quarantined)
     geometry_problem: str | None = None
+    bits_allocated: int | None = None
 
     def __repr__(self) -> str:
         return f"InstanceInfo(modality={self.modality!r}, rows={self.rows}, cols={self.columns})"

@@ -25,14 +25,17 @@ Result dtype: ``int16`` for CT whose values fit; otherwise the smallest of
 ``uint8/uint16/int16/int32`` that holds integral values (``int64`` beyond), ``float32`` when a
 value is not integral; colour keeps the decoder's unsigned dtype.
 
-Memory: frames are decoded one at a time into one preallocated array of the stored dtype;
-the rescale runs slice by slice (one float64 slice at a time) into the output array, which is
-the same array when the dtypes agree.
+Memory: the decoded size the headers declare (slices x rows x columns x samples x bytes per
+sample; palette colour as three 16-bit channels) is checked against the limit
+(:class:`~atlas.ingest.safe_io.ReadLimits`) before any pixel data is read; each input is read
+through :func:`~atlas.ingest.dicom_io.read_dataset` (regular files, zip members and deflated
+data streamed with the limit). Frames are decoded one at a time into one preallocated array of
+the stored dtype; the rescale runs slice by slice (one float64 slice at a time) into the output
+array, which is the same array when the dtypes agree.
 """
 
 from __future__ import annotations
 
-import io
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -45,7 +48,7 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder, ite
 from pydicom.uid import UID
 
 from atlas.errors import InvalidInput
-from atlas.ingest.discover import parse_dataset, read_dataset
+from atlas.ingest.dicom_io import parse_dataset, read_dataset
 from atlas.ingest.geometry import (
     POSITION_TOLERANCE_MM,
     StackGeometry,
@@ -57,6 +60,7 @@ from atlas.ingest.geometry import (
 )
 from atlas.ingest.geometry_values import geometry_problem, vector_problem
 from atlas.ingest.model import FileRef, InstanceInfo, Volume
+from atlas.ingest.safe_io import ReadLimits, open_member, open_regular
 
 __all__ = ["check_decodable", "load_volume"]
 
@@ -85,28 +89,38 @@ def check_decodable(transfer_syntax: str | None) -> None:
 
 
 class _Reader:
-    """Reads full data sets; each zip archive is opened once per volume."""
+    """Reads full data sets within ``limits``; each zip archive is opened once per volume."""
 
-    def __init__(self) -> None:
+    def __init__(self, limits: ReadLimits) -> None:
+        self.limits = limits
         self._zips: dict[str, zipfile.ZipFile] = {}
 
     def read(self, ref: FileRef) -> Dataset:
         if ref.member is None:
-            return read_dataset(ref, stop_before_pixels=False)
+            return read_dataset(ref, stop_before_pixels=False, limits=self.limits)
         try:
             zf = self._zips.get(ref.path)
             if zf is None:
-                zf = self._zips[ref.path] = zipfile.ZipFile(ref.path)
-            data = zf.read(ref.member)
+                # a ZipFile does not close a file object it was given: close() does
+                zf = self._zips[ref.path] = zipfile.ZipFile(open_regular(ref.path))
+            member = open_member(zf, ref.member, self.limits)
+        except InvalidInput as exc:
+            raise type(exc)(exc.message, location=ref.display) from None
         except (zipfile.BadZipFile, zlib.error, OSError, KeyError, RuntimeError) as exc:
             raise InvalidInput(
                 f"cannot read zip member ({exc.__class__.__name__})", location=ref.display
             ) from None
-        return parse_dataset(io.BytesIO(data), stop_before_pixels=False, location=ref.display)
+        with member:
+            return parse_dataset(
+                member, stop_before_pixels=False, location=ref.display, limits=self.limits
+            )
 
     def close(self) -> None:
         for zf in self._zips.values():
+            fp = zf.fp
             zf.close()
+            if fp is not None:
+                fp.close()
         self._zips.clear()
 
 
@@ -442,7 +456,20 @@ def _decode_into(
         )
 
 
-def load_volume(instances: Sequence[InstanceInfo]) -> Volume:
+def decoded_bytes(instances: Sequence[InstanceInfo]) -> int:
+    """What the volume of ``instances`` decodes to, from their headers: slices x rows x
+    columns x samples x bytes per sample (palette colour: three 16-bit channels)."""
+    total = 0
+    for inst in instances:
+        samples = inst.samples_per_pixel or 1
+        depth = max(((inst.bits_allocated or 16) + 7) // 8, 1)
+        if inst.photometric == "PALETTE COLOR":
+            samples, depth = 3, max(depth, 2)
+        total += (inst.rows or 0) * (inst.columns or 0) * inst.number_of_frames * samples * depth
+    return total
+
+
+def load_volume(instances: Sequence[InstanceInfo], *, limits: ReadLimits | None = None) -> Volume:
     """Decode one consistent volume (from :func:`~atlas.ingest.geometry.split_series`).
 
     ``instances`` are single-frame instances of one volume (any order: they are sorted by
@@ -452,11 +479,15 @@ def load_volume(instances: Sequence[InstanceInfo]) -> Volume:
 
     Raises :class:`atlas.errors.InvalidInput` — the caller quarantines — with reason
     ``"cannot decode transfer syntax <name>"`` when no installed decoder handles the
-    transfer syntax, and with a clear reason for corrupt pixel data or inconsistent slices.
+    transfer syntax, with a clear reason for corrupt pixel data or inconsistent slices, and
+    (:class:`~atlas.ingest.safe_io.LimitExceeded`) before reading any pixel data when the
+    volume would decode to more than ``limits`` allows (default :class:`ReadLimits`).
     """
     if not instances:
         raise InvalidInput("no instances to load")
-    reader = _Reader()
+    limits = limits or ReadLimits()
+    limits.check_image(decoded_bytes(instances), "volume")
+    reader = _Reader(limits)
     try:
         return _load(list(instances), reader)
     finally:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from atlas.errors import AtlasError
 from atlas.ingest import journal, records
 from atlas.ingest.model import FileRef, InstanceInfo, LabelVolume, Quarantined, SeriesGroup, Volume
+from atlas.ingest.safe_io import DEFAULT_MAX_IMAGE_BYTES, ReadLimits
 from atlas.storage import Store
 
 if TYPE_CHECKING:
@@ -37,6 +38,13 @@ class IngestOptions:
     retain_dates: bool = True
     retain_patient_characteristics: bool = True
     clean_descriptors: bool = True
+    #: the largest decoded image and (plus a header allowance) input object ingest reads
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+
+    @property
+    def limits(self) -> ReadLimits:
+        """The read limits these options set (validated)."""
+        return ReadLimits(self.max_image_bytes)
 
 
 @dataclass(repr=False)
@@ -127,18 +135,16 @@ def _header_originals(ds: Any) -> set[str]:
 _TEXT_VRS = frozenset({"PN", "LO", "SH", "ST", "LT", "UT", "DA", "DT", "TM", "UI", "AE"})
 
 
-def _read_header(ref: FileRef) -> Any:
-    import pydicom
+def _read_header(ref: FileRef, limits: ReadLimits) -> Any:
+    from atlas.ingest.dicom_io import read_dataset
 
-    with ref.open() as fh:
-        return pydicom.dcmread(fh, stop_before_pixels=True)
+    return read_dataset(ref, stop_before_pixels=True, limits=limits)
 
 
-def _read_full(ref: FileRef) -> Any:
-    import pydicom
+def _read_full(ref: FileRef, limits: ReadLimits) -> Any:
+    from atlas.ingest.dicom_io import read_dataset
 
-    with ref.open() as fh:
-        return pydicom.dcmread(fh)
+    return read_dataset(ref, stop_before_pixels=False, limits=limits)
 
 
 def _age_years(value: Any) -> float | None:
@@ -185,7 +191,7 @@ def _load_parts(
 
     for instances in volume_groups:
         try:
-            volume = load_volume(instances)
+            volume = load_volume(instances, limits=task.options.limits)
         except (AtlasError, ValueError, NotImplementedError, RuntimeError, OSError) as exc:
             reason = (
                 scrub(f"{type(exc).__name__}: {exc}")
@@ -247,7 +253,7 @@ def _labels_for_volume(
     ordered = sorted(enumerate(task.segmentations), key=lambda p: deid.uid(p[1].sop_instance_uid))
     for index, seg in ordered:
         try:
-            ds = _read_full(seg.ref)
+            ds = _read_full(seg.ref, task.options.limits)
             if seg.modality == "SEG":
                 lab = seg_to_labels(ds, volume)
             else:
@@ -316,7 +322,7 @@ def ingest_series(task: SeriesTask) -> SeriesOutcome:
         return out
 
     try:
-        first_header = _read_header(group.instances[0].ref)
+        first_header = _read_header(group.instances[0].ref, task.options.limits)
     except Exception as exc:
         return quarantine_all(f"unreadable header: {scrub(type(exc).__name__ + ': ' + str(exc))}")
     scrub = Scrubber(_originals(group, task.segmentations) | _header_originals(first_header))
