@@ -565,6 +565,11 @@ def test_clean_descriptors_option():
         ("ACC 12345678", None),
         ("03/01", None),
         ("T1 1234", "T1"),
+        ("CT CHEST 03 02 61", "CT CHEST"),  # several bare numbers: a date, like "03/02/61"
+        ("LIVER 123 456 789", "LIVER"),  # or an id typed in groups
+        ("LIVER 3 FEB 61", "LIVER"),  # the name between them is dropped first
+        ("GTV 2", "GTV 2"),  # one alone is kept
+        ("PTV 70GY 2", "PTV 70GY 2"),  # a number with a unit is not bare
         ("", ""),
     ],
 )

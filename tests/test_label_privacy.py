@@ -295,6 +295,11 @@ def test_clean_name_keeps_vocabulary_and_neutralises_the_rest() -> None:
     assert clean_name("PTV 70GY", "roi-1") == ("PTV 70GY", False)
     assert clean_name("Smith^John 1961-02-03", "roi-3") == ("roi-3", True)
     assert clean_name("tumour of patient 123456", "roi-4") == ("tumour of patient", True)
+    # numbers typed in groups (a birth date, a record number) go; one number alone stays
+    assert clean_name("liver 03 02 61", "roi-4") == ("liver", True)
+    assert clean_name("Liver 123 456 789", "roi-4") == ("Liver", True)
+    assert clean_name("Liver \uff10\uff13 \uff10\uff12 \uff16\uff11", "roi-4") == ("Liver", True)
+    assert clean_name("GTV 2", "roi-4") == ("GTV 2", False)
     assert clean_name("GTV\x1b[31m", "roi-2") == ("GTV", True)
     assert clean_name("Li\u202ever", "roi-2") == ("Liver", True)  # stored as it reads
     assert clean_name("", "segment-2") == ("segment-2", False)

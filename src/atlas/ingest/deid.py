@@ -94,7 +94,9 @@ no run of 4 or more digits and is (case-insensitively) a whitelisted clinical/te
 (:data:`SAFE_WORDS`: anatomy, modality, sequence, contrast, RT structure words ...), a small
 number with an optional unit (``5``, ``2.5MM``, ``120KV``, ``70GY``), a short code such as
 ``T1``, ``C3``, ``L4``, or a ``-``/``/``/``+``/``.`` compound of those with at most one numeric
-part (``T1-POST``, ``W/O``, ``C+``). If every token is safe the value is kept verbatim; if some
+part (``T1-POST``, ``W/O``, ``C+``). A bare number (no unit) is safe only when it is the value's
+only one: several (``03 02 61``, ``123 456 789``) may together be a date or an id, like
+``03/01``, so all of them go. If every token is safe the value is kept verbatim; if some
 are, the safe tokens joined by single spaces replace it; if none is, the attribute gets its basic
 profile action (X, Z or D). Names, ids, accession numbers and dates therefore never survive
 unless a name is itself a whitelisted word.
@@ -445,6 +447,8 @@ _NUMBER = re.compile(
     r"(?:MM|CM|M|MS|S|SEC|MIN|H|KV|KVP|MA|MAS|ML|MG|MBQ|MCI|T|HZ|DEG|X|GY|CGY|%)?"
 )
 _SHORT_CODE = re.compile(r"(?:T|C|L|S|TH|D|B|P|N|F|K|V|G)\d{1,3}[A-Z]?")
+#: a number without a unit: one alone is kept, several together could be a date or an id
+_BARE_NUMBER = re.compile(r"[+-]?\d{1,3}(?:\.\d{1,3})?")
 
 
 def _safe_part(part: str) -> bool:
@@ -481,6 +485,8 @@ def clean_text(value: str) -> str | None:
     if not tokens:
         return value
     safe = [t for t in tokens if _safe_token(t)]
+    if sum(_BARE_NUMBER.fullmatch(t) is not None for t in safe) > 1:  # "03 02 61"
+        safe = [t for t in safe if _BARE_NUMBER.fullmatch(t) is None]
     if len(safe) == len(tokens):
         return value
     if not any(ch.isalnum() for t in safe for ch in t):
