@@ -302,3 +302,23 @@ def test_erasures_of_one_site_run_one_at_a_time(tmp_path) -> None:
     erase_subject(store, first)
     erase_subject(store, second)  # the lock is released after each erasure
     assert verify_erased(store, first) == [] and verify_erased(store, second) == []
+
+
+def test_gc_never_removes_a_version_published_while_it_planned(tmp_path, monkeypatch) -> None:
+    """A build that publishes (and ends its lease as published) after gc read _index/CURRENT
+    must keep its version: gc judged it from a stale pointer."""
+    import atlas.index.gc as gc_mod
+
+    store = _site(tmp_path / "site", n_subjects=3)
+    v1 = build_index(store).version
+    stale = read_current(store)
+    v2 = build_index(store).version  # published, lease ended "published"
+    assert read_lease(store, v2)[0].state == "published"
+    kept = sorted(folders(store)[v2])
+    monkeypatch.setattr(gc_mod, "read_current", lambda s: stale)  # the pointer before v2
+    report = collect_garbage(store)
+    assert v2 not in report.removed and report.objects_deleted == 0
+    assert gc_mod.remove_version(store, v2) is None
+    monkeypatch.undo()
+    assert sorted(folders(store)[v2]) == kept and read_current(store)[0]["version"] == v2
+    assert open_atlas({"a": store}, purpose="research").versions == {"a": v2} != {"a": v1}

@@ -5,7 +5,9 @@ A build killed before it publishes leaves a claimed version folder with shards a
 collection removes such folders — every object but the claim, which stays behind as a
 ``collected`` tombstone so the version name is never reused — and never touches:
 
-- a *published* version: the current one and every version it descends from (``parent`` links);
+- a *published* version: the current one and every version it descends from (``parent`` links),
+  and any whose lease ended as ``published`` (a build that published after the plan read
+  ``_index/CURRENT``); the pointer is read again before anything is deleted;
 - a version pinned by a release (``_releases/*.json``);
 - a version whose build holds a live lease (:mod:`atlas.index.lease`): the lease is ended by
   compare-and-swap before anything is deleted, so a build that renews at the same moment wins
@@ -118,6 +120,8 @@ def plan(store: Store, now: float | None = None) -> list[VersionFate]:
             fate(False, "pinned by a release")
         elif lease is not None and lease.live(now):
             fate(False, f"a build holds a live lease (expires in {lease.expires_in(now):.0f} s)")
+        elif lease is not None and lease.state == "published":
+            fate(False, "published (after this garbage collection read the current version)")
         elif not others:
             continue  # an ended claim alone: the tombstone that keeps the name used
         elif has_manifest:
@@ -133,10 +137,11 @@ def remove_version(store: Store, version: str, now: float | None = None) -> int 
     """End the version's lease (unless live) and delete everything but its claim.
 
     Returns how many objects were deleted, or ``None`` when the lease turned out to be live
-    (or was renewed at the same moment), in which case nothing is deleted.
+    (or was renewed at the same moment), or the version was published meanwhile, in which case
+    nothing is deleted.
     """
     lease, token = read_lease(store, version)
-    if lease is not None and lease.live(now):
+    if lease is not None and (lease.live(now) or lease.state == "published"):
         return None
     if lease is None:
         tombstone = json.dumps({"state": "collected", "ended_unix": time.time()}).encode()
@@ -146,6 +151,8 @@ def remove_version(store: Store, version: str, now: float | None = None) -> int 
         token is None or not end_lease(store, version, token, "collected")
     ):
         return None  # the owner renewed (or ended) it meanwhile
+    if version in published_versions(store):
+        return None  # published after the plan read the current version (its lease not ended)
     prefix = layout.version_prefix(version) + "/"
     keys = [k for k in store.list(prefix) if k != claim_key(version)]
     store.delete_many(keys)
