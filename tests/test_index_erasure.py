@@ -322,3 +322,31 @@ def test_gc_never_removes_a_version_published_while_it_planned(tmp_path, monkeyp
     monkeypatch.undo()
     assert sorted(folders(store)[v2]) == kept and read_current(store)[0]["version"] == v2
     assert open_atlas({"a": store}, purpose="research").versions == {"a": v2} != {"a": v1}
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="no file owners on this platform")
+@pytest.mark.parametrize("planted", ["open", "symlink"])
+def test_remote_build_refuses_a_scratch_folder_someone_else_prepared(tmp_path, planted) -> None:
+    """The scratch base name is predictable: in a shared temporary folder another user may
+    create it first (world-writable, or a link to a folder they read). The build must refuse
+    it, not spill index rows there."""
+    from atlas.errors import Forbidden
+    from atlas.index import scratch
+
+    store = _site("memory://planted-scratch", n_subjects=2)
+    workdir = tmp_path / "shared-tmp"
+    workdir.mkdir()
+    base = scratch.local_root(store, workdir).parent
+    if planted == "open":
+        base.mkdir()
+        os.chmod(base, 0o777)
+    else:
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir(mode=0o700)
+        base.symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(Forbidden, match=r"scratch folder .* Remove it"):
+        build_index(store, workdir=str(workdir))
+    assert read_current(store)[0] is None
+    assert not list((tmp_path / "elsewhere" if planted == "symlink" else base).rglob("*"))
+    with pytest.raises(Forbidden):  # nor does gc delete or erasure read anything there
+        collect_garbage(store, workdir=str(workdir))

@@ -18,9 +18,11 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
+from atlas.errors import Forbidden
 from atlas.index import layout
 from atlas.index.lease import Lease, read_lease
 from atlas.storage import Store
@@ -40,8 +42,45 @@ def local_root(store: Store, workdir: str | os.PathLike[str] | None = None) -> P
     return base / hashlib.sha256(store.url.encode()).hexdigest()[:16]
 
 
-def _private_dirs(path: Path) -> None:
-    """Create ``path`` and its missing parents, each readable by its owner only."""
+def _check_private(path: Path, top: Path) -> None:
+    """Raise :class:`Forbidden` unless ``path`` and its parents up to ``top`` that exist are
+    folders of this user that no one else may read or write.
+
+    The base name is predictable, so in a shared temporary folder someone else may have made
+    it first (world-writable, or a symbolic link elsewhere) to read or swap the rows.
+    """
+    getuid = getattr(os, "getuid", None)
+    if getuid is None:  # pragma: no cover - no owners to check (Windows)
+        return
+    for d in (path, *path.parents):
+        try:
+            st = d.lstat()
+        except FileNotFoundError:
+            if d == top:
+                return
+            continue
+        if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+            problem = "is not a folder (a symbolic link or a file)"
+        elif st.st_uid != getuid():
+            problem = f"belongs to another user (uid {st.st_uid})"
+        elif st.st_mode & 0o077:
+            problem = f"is open to other users (mode {stat.S_IMODE(st.st_mode):o})"
+        else:
+            problem = ""
+        if problem:
+            raise Forbidden(
+                f"the index build's scratch folder {d} {problem}; it would hold copies of index "
+                "rows. Remove it, or point TMPDIR at a private folder, and rerun",
+                location=str(d),
+            )
+        if d == top:
+            return
+
+
+def _private_dirs(path: Path, top: Path) -> None:
+    """Create ``path`` and its missing parents, each readable by its owner only (the existing
+    ones up to ``top`` checked first, see :func:`_check_private`)."""
+    _check_private(path, top)
     missing = []
     p = path
     while not p.exists():
@@ -53,12 +92,20 @@ def _private_dirs(path: Path) -> None:
 
 
 def make(store: Store, lease: Lease, workdir: str | os.PathLike[str] | None = None) -> Path:
-    """Create the scratch folder of the build holding ``lease``."""
-    if in_store(store):
-        path = Path(store.location.root) / layout.version_prefix(lease.version) / SCRATCH_NAME
+    """Create the scratch folder of the build holding ``lease``.
+
+    Raises
+    ------
+    Forbidden
+        A folder on the way (this machine's ``atlas-index-scratch-<uid>`` folder included) is
+        not private to this user: a symbolic link, another user's, or open to others.
+    """
+    if in_store(store):  # as private as the store itself; only the folder made here is checked
+        path = top = Path(store.location.root) / layout.version_prefix(lease.version) / SCRATCH_NAME
     else:
+        top = local_root(store, workdir).parent
         path = local_root(store, workdir) / f"{lease.version}-{lease.owner}"
-    _private_dirs(path)
+    _private_dirs(path, top)
     return path
 
 
@@ -87,6 +134,7 @@ def sweep(store: Store, workdir: str | os.PathLike[str] | None = None) -> list[P
     """Remove this machine's scratch folders of ``store`` whose build is no longer live."""
     root = local_root(store, workdir)
     removed: list[Path] = []
+    _check_private(root, root.parent)
     if not root.is_dir():
         return removed
     for entry in sorted(root.iterdir()):
@@ -100,6 +148,7 @@ def sweep(store: Store, workdir: str | os.PathLike[str] | None = None) -> list[P
 def leftovers(store: Store, workdir: str | os.PathLike[str] | None = None) -> list[Path]:
     """Every file in this machine's scratch folders of ``store`` (live builds' included)."""
     root = local_root(store, workdir)
+    _check_private(root, root.parent)
     if not root.is_dir():
         return []
     return sorted(p for p in root.rglob("*") if p.is_file())
