@@ -392,6 +392,20 @@ def test_header_code_meanings_and_body_part() -> None:
     modifier = out.AnatomicRegionSequence[0].AnatomicRegionModifierSequence[0]
     assert modifier.CodeMeaning == standard_meaning("SCT", "7771000") == "Left"
     assert "Smith" not in json.dumps(header_json(out))
+    # a private or local code's value (and scheme) goes with it; public codes stay
+    assert [i.get("CodeValue") for i in out.AnatomicRegionSequence] == ["39607008", None, None]
+    assert "CodingSchemeDesignator" not in out.AnatomicRegionSequence[1]
+    ds.ProcedureCodeSequence = [
+        _code("99HOSP", "MRN004217", "CT abdomen"),  # a record number as a code value
+        _code("L", "SMITHJ61", "Liver"),
+        _code("SCT", "1961020300", "Liver"),  # not an SCTID (check digit)
+        _code("UCUM", "10-3.mm2/s", "ADC unit"),  # public scheme, value not listed: kept
+        _code("DCM", "121322", "whatever"),
+    ]
+    text = json.dumps(header_json(Deidentifier(b"k" * 32).deidentify(ds)))
+    for typed in ("MRN004217", "SMITHJ61", "1961020300", "99HOSP"):
+        assert typed not in text
+    assert "10-3.mm2/s" in text and "121322" in text
     ds.BodyPartExamined = "JOHN SMITH"
     assert "BodyPartExamined" not in Deidentifier(b"k" * 32).deidentify(ds)
     ds.BodyPartExamined = "LIVER JOHN"

@@ -29,7 +29,7 @@ import re
 from collections.abc import Mapping
 from functools import lru_cache
 
-__all__ = ["body_part_code", "is_sctid", "standard_meaning"]
+__all__ = ["body_part_code", "is_sctid", "public_code", "standard_meaning"]
 
 #: context groups of segmentation properties (PS3.16 CID 7150-7199): preferred meanings
 _SEG_CIDS = range(7150, 7200)
@@ -92,6 +92,32 @@ def standard_meaning(scheme: str, value: str) -> str | None:
         if sct is not None:
             found = _meanings().get(("SCT", sct))
     return found
+
+
+@lru_cache(maxsize=1)
+def _public_schemes() -> frozenset[str]:
+    from pydicom.sr._concepts_dict import concepts
+
+    return frozenset({*map(str, concepts), "SRT", "SNM3"})
+
+
+def public_code(scheme: str, value: str) -> bool:
+    """Whether a code's value is defined by a public vocabulary rather than typed by someone.
+
+    True for a code of the standard's dictionaries (:func:`standard_meaning`), and for any
+    value of a public coding scheme that PS3.16 uses (``DCM``, ``LN``, ``UCUM``, ``NCIt`` ...)
+    except that a SNOMED CT (``SCT``) value must be a well-formed SCTID. Private (``99...``)
+    and local (``L``) schemes, and designators no dictionary knows, are not public: their
+    values could be anything (a record number, a name).
+    """
+    scheme, value = str(scheme).strip(), str(value).strip()
+    if not scheme or not value:
+        return False
+    if standard_meaning(scheme, value) is not None:
+        return True
+    if scheme == "SCT":
+        return is_sctid(value)
+    return scheme in _public_schemes()
 
 
 def body_part_code(term: str) -> tuple[str, str, str] | None:

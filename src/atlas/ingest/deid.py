@@ -69,8 +69,11 @@ Coding Scheme UID ...). File meta information is rebuilt from the de-identified 
 Free text outside the table, per field (the policy table is in ``docs/ingest.md``, decision
 0014): **Code Meaning**, in every item of every sequence, becomes the standard's meaning of
 its code when the code is known (:mod:`atlas.ingest.codes`), else it is cleaned like a
-descriptor, else removed (:func:`clean_code_meaning`); **Body Part Examined** is kept when it
-is a PS3.16 Annex L defined term, else cleaned, else removed. Manufacturer, Manufacturer's
+descriptor, else removed (:func:`clean_code_meaning`); the code itself (Code Value, Coding
+Scheme Designator and Version) is removed unless a public vocabulary defines its value
+(:func:`atlas.ingest.codes.public_code`: not a private ``99...`` or local scheme, and a
+well-formed SCTID for SNOMED CT); **Body Part Examined** is kept when it is a PS3.16 Annex L
+defined term, else cleaned, else removed. Manufacturer, Manufacturer's
 Model Name and Software Versions describe the device, not the patient, and are kept. No kept
 text value carries a control character (:mod:`atlas.ingest.safe_text`; TAB, LF and CR survive
 in ST, LT and UT only).
@@ -251,6 +254,7 @@ _CODE_TAGS = frozenset(
 _CODE_MEANING = 0x00080104
 _CODE_VALUE_TAGS = (0x00080100, 0x00080119, 0x00080120)  # Code / Long Code / URN Code Value
 _CODING_SCHEME = 0x00080102
+_CODING_SCHEME_VERSION = 0x00080103
 _BODY_PART_EXAMINED = 0x00180015
 #: text VRs whose values may span lines (TAB, LF, CR kept there)
 _MULTILINE_VRS = frozenset({"ST", "LT", "UT"})
@@ -1002,14 +1006,19 @@ def _first_text(ds: Dataset, tags: Iterable[int]) -> str:
 
 
 def _set_code_meaning(original: Dataset, out: Dataset) -> None:
-    """Code Meaning of a de-identified code item from the original item's code."""
+    """Code Meaning of a de-identified code item from the original item's code; the code
+    itself (value, scheme, version) is removed unless a public vocabulary defines its value."""
     from pydicom.dataelem import DataElement
 
-    meaning = clean_code_meaning(
-        _first_text(original, (_CODING_SCHEME,)),
-        _first_text(original, _CODE_VALUE_TAGS),
-        _text_of(original[_CODE_MEANING]),
-    )
+    from atlas.ingest.codes import public_code
+
+    scheme = _first_text(original, (_CODING_SCHEME,))
+    value = _first_text(original, _CODE_VALUE_TAGS)
+    meaning = clean_code_meaning(scheme, value, _text_of(original[_CODE_MEANING]))
+    if not public_code(scheme, value):  # a private or local code: its value could be anything
+        for tag in (*_CODE_VALUE_TAGS, _CODING_SCHEME, _CODING_SCHEME_VERSION):
+            if tag in out:
+                del out[tag]
     if meaning is None:
         if _CODE_MEANING in out:
             del out[_CODE_MEANING]
