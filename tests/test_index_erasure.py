@@ -350,3 +350,30 @@ def test_remote_build_refuses_a_scratch_folder_someone_else_prepared(tmp_path, p
     assert not list((tmp_path / "elsewhere" if planted == "symlink" else base).rglob("*"))
     with pytest.raises(Forbidden):  # nor does gc delete or erasure read anything there
         collect_garbage(store, workdir=str(workdir))
+
+
+def test_erasure_that_lost_its_lock_stops_before_sweeping(tmp_path, monkeypatch) -> None:
+    """An erasure that stalled past its lock's lease (another erasure took the lock) must not
+    run the orphan sweep: it would delete the other erasure's freshly rewritten shards."""
+    store = _site(tmp_path / "site", n_subjects=3)
+    build_index(store)
+    victim = _subjects(store)[0]
+    swept = []
+    real_amend = erase_mod._amend_manifests
+
+    def amend_then_lose_the_lock(*args, **kwargs):
+        real_amend(*args, **kwargs)
+        other = {"state": "building", "owner": "another-erasure", "ttl_s": 120.0,
+                 "heartbeat_unix": time.time()}  # fmt: skip
+        store.write_bytes(erase_mod.ERASURE_LOCK, json.dumps(other).encode())
+
+    monkeypatch.setattr(erase_mod, "_amend_manifests", amend_then_lose_the_lock)
+    monkeypatch.setattr(erase_mod, "_sweep_index", lambda *a, **k: swept.append(a))
+    with pytest.raises(LeaseLost, match=r"erasure lock .* taken by another erasure"):
+        erase_subject(store, victim)
+    assert swept == []
+    assert json.loads(store.read_bytes(erase_mod.ERASURE_LOCK))["owner"] == "another-erasure"
+    monkeypatch.undo()
+    store.write_bytes(erase_mod.ERASURE_LOCK, json.dumps({"state": "released"}).encode())
+    erase_subject(store, victim)  # the rerun completes
+    assert verify_erased(store, victim) == []

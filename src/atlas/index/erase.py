@@ -45,7 +45,7 @@ from atlas.index.build import (
     read_current,
     require_store,
 )
-from atlas.index.lease import DEFAULT_TTL_S, acquire, claim, read_lease
+from atlas.index.lease import DEFAULT_TTL_S, Lease, acquire, claim, read_lease
 from atlas.ingest.journal import JOURNAL_PREFIX
 from atlas.ingest.records import STAGING_PREFIX
 from atlas.storage import Store
@@ -392,7 +392,7 @@ def erase_subject(store: Store, subject_id: str, workdir: str | None = None) -> 
         )
     with lock:
         try:
-            return _erase(store, subject_id, report, keys, present, workdir, t0)
+            return _erase(store, subject_id, report, keys, present, workdir, t0, lock)
         finally:
             lock.end("released")
 
@@ -405,6 +405,7 @@ def _erase(
     present: bool,
     workdir: str | None,
     t0: float,
+    lock: Lease,
 ) -> ErasureReport:
     """Steps 1-7, under the site's erasure lock (``present``: something of the subject is
     stored; otherwise this completes an erasure that only missed its audit record)."""
@@ -413,6 +414,7 @@ def _erase(
         audit.record(store, "erase-start", subject=fp)
     _publish_without(store, subject_id, report)
     _amend_manifests(store, subject_id, report)
+    lock.renew()  # LeaseLost if this run stalled and another erasure took the lock meanwhile
     _sweep_index(store, subject_id, report, workdir)
     store.delete_many(keys)
     report.objects_deleted += len(keys)

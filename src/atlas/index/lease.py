@@ -141,12 +141,19 @@ class Lease:
                 raise LeaseLost(f"the lease on index version {self.version} was already ended")
             body = self._body()
             if not self.store.put_if_match(self.key, body, self._token):
-                self._lost = LeaseLost(
-                    f"the lease on index version {self.version} of {self.store.url} expired and "
-                    "was collected (the build stalled longer than its lease); rerun the build",
-                    site=self.store.site,
-                    location=self.store.url,
-                )
+                if self.key == claim_key(self.version):
+                    message = (
+                        f"the lease on index version {self.version} of {self.store.url} expired "
+                        "and was collected (the build stalled longer than its lease); rerun the "
+                        "build"
+                    )
+                else:  # a lock lease (acquire): ``version`` names what the lock guards
+                    message = (
+                        f"the {self.version} lock {self.key} of {self.store.url} expired and was "
+                        f"taken by another {self.version} (this one stalled longer than its "
+                        "lease); run it again"
+                    )
+                self._lost = LeaseLost(message, site=self.store.site, location=self.store.url)
                 raise self._lost
             self._token = self.store.read_versioned(self.key)[1]
 
