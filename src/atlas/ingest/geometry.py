@@ -392,13 +392,24 @@ def _split_positions(
     return volumes, quarantined
 
 
+def _same_spacing(a: Sequence[float] | None, b: Sequence[float] | None) -> bool:
+    """Whether two in-plane spacings agree (within :data:`SPACING_RELATIVE_TOLERANCE` / 100)."""
+    if a is None or b is None:
+        return a is b
+    return len(a) == len(b) and all(
+        abs(x - y) <= SPACING_RELATIVE_TOLERANCE / 100 * max(abs(x), abs(y))
+        for x, y in zip(a, b, strict=True)
+    )
+
+
 def split_series(
     group: SeriesGroup,
 ) -> tuple[list[list[InstanceInfo]], list[Quarantined]]:
     """Split one series into consistent volumes, each ordered along its slice normal.
 
-    A volume's slices share image size (rows, columns, samples per pixel) and orientation
-    (within :data:`ORIENTATION_TOLERANCE`) and no two share a position. Where positions
+    A volume's slices share image size (rows, columns, samples per pixel), orientation
+    (within :data:`ORIENTATION_TOLERANCE`) and in-plane pixel spacing (one affine describes
+    them all), and no two share a position. Where positions
     collide, the series is split by *Acquisition Number*; positions that still repeat the
     same number of times everywhere become one volume per repetition, and stray repeats are
     quarantined. Multi-frame objects (enhanced or legacy) are a volume each, ordered later
@@ -431,7 +442,9 @@ def split_series(
             for cluster in clusters:
                 reference = cluster[0].image_orientation
                 assert reference is not None
-                if same_orientation(reference, inst.image_orientation):
+                if same_orientation(reference, inst.image_orientation) and _same_spacing(
+                    cluster[0].pixel_spacing, inst.pixel_spacing
+                ):
                     cluster.append(inst)
                     break
             else:
