@@ -7,6 +7,7 @@ Uses the ``Series`` builder of ``tests/test_ingest_geometry.py`` (copies of pydi
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -50,3 +51,44 @@ def test_slices_with_different_pixel_spacing_are_not_one_volume(tmp_path: Path) 
         # axial: rows run along +x (L), columns along +y (P)
         expected = np.asarray(ipp) + np.array([7.0 * dx, 3.0 * dy, 0.0])
         np.testing.assert_allclose(lps[:3], expected, atol=TOL_MM)
+
+
+def _finite_rows(store: object) -> None:
+    for table in ("series", "images"):
+        for row in records.read_table(store, table).to_pylist():  # type: ignore[arg-type]
+            for key, value in row.items():
+                assert not (isinstance(value, float) and not math.isfinite(value)), (table, key)
+
+
+@pytest.mark.parametrize(
+    ("name", "z", "edit"),
+    [
+        ("positions of 1e300 mm", [1e300 * k for k in range(4)], {}),
+        ("a step of 1e9 mm", [1e9 * k for k in range(4)], {}),
+        ("a pixel spacing of 1e9 mm", [5.0 * k for k in range(4)], {"PixelSpacing": ["1e9", "1"]}),
+    ],
+)
+def test_absurd_geometry_magnitudes_are_quarantined(
+    tmp_path: Path, name: str, z: list[float], edit: dict[str, object]
+) -> None:
+    """Values no scanner writes (beyond a kilometre) would overflow the index's float32 columns
+    to infinity: the instances are quarantined with a reason, nothing is written."""
+    series = Series(tmp_path / "src")
+    for value in z:
+        series.write((0.0, 0.0, value), iop=AXIAL, edit=edit)
+    summary, store = _ingest([tmp_path / "src"], tmp_path / "store")
+    assert not summary.written, name
+    assert len(summary.quarantined) == len(z)
+    assert all("exceeds" in q.reason and "internal" not in q.reason for q in summary.quarantined)
+    _finite_rows(store)
+    _assert_no_nonfinite_json(tmp_path / "store")
+
+
+def test_absurd_slice_thickness_is_ignored_not_infinite(tmp_path: Path) -> None:
+    series = Series(tmp_path / "src")
+    series.write((0.0, 0.0, 0.0), edit={"SliceThickness": "1e300"})
+    summary, store = _ingest([tmp_path / "src"], tmp_path / "store")
+    assert len(summary.written) == 1
+    _finite_rows(store)
+    (row,) = records.read_table(store, "series").to_pylist()
+    assert row["slice_thickness"] is None

@@ -25,6 +25,7 @@ from atlas.errors import InvalidInput
 from atlas.ingest.model import InstanceInfo, Quarantined, SeriesGroup
 
 __all__ = [
+    "MAX_GEOMETRY_MM",
     "ORIENTATION_TOLERANCE",
     "POSITION_TOLERANCE_MM",
     "SLICE_POSITION_TOLERANCE",
@@ -41,6 +42,9 @@ __all__ = [
     "stack_geometry",
 ]
 
+#: the largest coordinate or spacing accepted (mm): no scanner places a voxel a kilometre away,
+#: and the index's float32 columns would lose millimetres beyond this, or overflow to infinity
+MAX_GEOMETRY_MM = 1e6
 #: two orientations whose direction cosines differ by less than this are the same
 ORIENTATION_TOLERANCE = 1e-4
 #: two slices closer than this along the normal share a position (mm)
@@ -262,9 +266,11 @@ def stack_geometry(
         values = [float(v) for v in pixel_spacing]
         if len(values) != 2 or not all(np.isfinite(v) and v > 0 for v in values):
             raise InvalidInput("invalid Pixel Spacing: needs two positive finite numbers")
+        if max(values) > MAX_GEOMETRY_MM:
+            raise InvalidInput(f"invalid Pixel Spacing: exceeds {MAX_GEOMETRY_MM:g} mm")
         dy, dx = values
     fallback = float(fallback_slice_spacing) if fallback_slice_spacing is not None else 0.0
-    if not (np.isfinite(fallback) and fallback > 0):
+    if not (np.isfinite(fallback) and 0 < fallback <= MAX_GEOMETRY_MM):
         fallback = 0.0
     single_z = fallback or 1.0
     if n_slices == 1 and not fallback:
@@ -286,6 +292,10 @@ def stack_geometry(
     located = np.asarray(positions, dtype=np.float64).reshape(n_slices, 3)
     if not np.all(np.isfinite(located)):
         raise InvalidInput("invalid Image Position (Patient): a value is not a finite number")
+    if float(np.max(np.abs(located))) > MAX_GEOMETRY_MM:
+        raise InvalidInput(
+            f"invalid Image Position (Patient): a coordinate exceeds {MAX_GEOMETRY_MM:g} mm"
+        )
     direction = direction_matrix(iop)
     dists = distances_along_normal(positions, iop)
     origin = tuple(float(v) for v in positions[0])

@@ -289,7 +289,7 @@ def _series_row_fields(header: Any) -> dict[str, Any]:
         or _text(header, "SeriesDate")
         or _text(header, "StudyDate"),
         # a thickness that is not a positive finite number is left out (the image notes it)
-        "slice_thickness": t if (t := _float(header, "SliceThickness")) and t > 0 else None,
+        "slice_thickness": t if (t := _float(header, "SliceThickness")) and 0 < t <= 1e6 else None,
     }
 
 
