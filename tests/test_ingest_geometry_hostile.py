@@ -17,6 +17,7 @@ from tests.test_ingest_geometry import (  # noqa: F401 (site_secret is an autous
     SECRET_ENV,
     TOL_MM,
     Series,
+    _assert_every_slice_at_its_ipp,
     _assert_no_nonfinite_json,
     _ingest,
     site_secret,
@@ -63,8 +64,8 @@ def _finite_rows(store: object) -> None:
 @pytest.mark.parametrize(
     ("name", "z", "edit"),
     [
-        ("positions of 1e300 mm", [1e300 * k for k in range(4)], {}),
-        ("a step of 1e9 mm", [1e9 * k for k in range(4)], {}),
+        ("positions of 1e300 mm", [1e300 * (k + 1) for k in range(4)], {}),
+        ("a step of 1e9 mm", [1e9 * (k + 1) for k in range(4)], {}),
         ("a pixel spacing of 1e9 mm", [5.0 * k for k in range(4)], {"PixelSpacing": ["1e9", "1"]}),
     ],
 )
@@ -92,3 +93,17 @@ def test_absurd_slice_thickness_is_ignored_not_infinite(tmp_path: Path) -> None:
     _finite_rows(store)
     (row,) = records.read_table(store, "series").to_pylist()
     assert row["slice_thickness"] is None
+
+
+def test_only_the_slices_beyond_the_bound_are_quarantined(tmp_path: Path) -> None:
+    """A series with two slices a kilometre away: those two are quarantined, the rest is
+    written where their Image Positions say."""
+    series = Series(tmp_path / "src")
+    for value in (0.0, 5.0, 10.0, 15.0, 2e6, 2e6 + 5.0):
+        series.write((0.0, 0.0, value))
+    summary, store = _ingest([tmp_path / "src"], tmp_path / "store")
+    assert len(summary.quarantined) == 2
+    assert all("exceeds" in q.reason for q in summary.quarantined)
+    near = {u: p for u, p in series.positions.items() if p[2] < 1e6}
+    assert _assert_every_slice_at_its_ipp(store, near) == 1
+    _finite_rows(store)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from atlas.errors import InvalidInput
+from atlas.ingest.geometry_values import MAX_GEOMETRY_MM
 from atlas.ingest.model import InstanceInfo, Quarantined, SeriesGroup
 
 __all__ = [
@@ -42,9 +43,6 @@ __all__ = [
     "stack_geometry",
 ]
 
-#: the largest coordinate or spacing accepted (mm): no scanner places a voxel a kilometre away,
-#: and the index's float32 columns would lose millimetres beyond this, or overflow to infinity
-MAX_GEOMETRY_MM = 1e6
 #: two orientations whose direction cosines differ by less than this are the same
 ORIENTATION_TOLERANCE = 1e-4
 #: two slices closer than this along the normal share a position (mm)

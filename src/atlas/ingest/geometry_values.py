@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from typing import Any
 
 __all__ = [
+    "MAX_GEOMETRY_MM",
     "ORTHONORMAL_TOLERANCE",
     "finite_number",
     "geometry_problem",
@@ -29,6 +30,9 @@ __all__ = [
 #: direction cosines whose length differs from 1, or whose dot product differs from 0, by
 #: more than this are not an orientation (the writer's own orthonormality check uses 1e-3)
 ORTHONORMAL_TOLERANCE = 1e-3
+#: the largest coordinate or spacing accepted (mm): no scanner places a voxel a kilometre away,
+#: and the index's float32 columns would lose millimetres beyond this, or overflow to infinity
+MAX_GEOMETRY_MM = 1e6
 
 
 def _values(value: Any) -> list[Any] | None:
@@ -56,7 +60,8 @@ def finite_number(value: Any) -> float | None:
 
 
 def vector_problem(value: Any, n: int, name: str, *, positive: bool = False) -> str | None:
-    """Why ``value`` is not ``n`` finite numbers (all ``> 0`` when ``positive``), or ``None``.
+    """Why ``value`` is not ``n`` finite numbers (all ``> 0`` when ``positive``) of at most
+    :data:`MAX_GEOMETRY_MM` in magnitude, or ``None``.
 
     An absent or empty value is not a problem (``None``).
     """
@@ -70,6 +75,8 @@ def vector_problem(value: Any, n: int, name: str, *, positive: bool = False) -> 
         return f"invalid {name}: a value is not a finite number (NaN, infinite or not numeric)"
     if positive and any(x is not None and x <= 0 for x in numbers):
         return f"invalid {name}: values must be positive (a spacing of zero or less)"
+    if any(x is not None and abs(x) > MAX_GEOMETRY_MM for x in numbers):
+        return f"invalid {name}: a value exceeds {MAX_GEOMETRY_MM:g} mm"
     return None
 
 
