@@ -107,3 +107,31 @@ def test_only_the_slices_beyond_the_bound_are_quarantined(tmp_path: Path) -> Non
     near = {u: p for u, p in series.positions.items() if p[2] < 1e6}
     assert _assert_every_slice_at_its_ipp(store, near) == 1
     _finite_rows(store)
+
+
+@pytest.mark.parametrize(
+    "iop",
+    [
+        (1.0004, 0.0, 0.0, 0.0, 1.0, 0.0),
+        (1.0009, 0.0, 0.0, 0.0, 1.0, 0.0),
+        (1.0, 0.0, 0.0, 0.0, 0.9991, 0.0),
+        (1.0, 0.0, 0.0, 0.0009, 1.0, 0.0),
+        (1.0, 0.0, 0.0, 0.002, 1.0, 0.0),
+    ],
+)
+def test_nearly_orthonormal_orientation_is_written_or_quarantined(
+    tmp_path: Path, iop: tuple[float, ...]
+) -> None:
+    """Direction cosines a little off unit length or perpendicular: the series is written with
+    every slice in place, or quarantined for its orientation; never an internal error."""
+    series = Series(tmp_path / "src")
+    for k in range(4):
+        series.write((0.0, 0.0, 5.0 * k), iop=iop)
+    summary, store = _ingest([tmp_path / "src"], tmp_path / "store")
+    for q in summary.quarantined:
+        assert q.reason.startswith("invalid Image Orientation (Patient)"), q.reason
+    if summary.written:
+        assert not summary.quarantined
+        _assert_every_slice_at_its_ipp(store, series.positions)
+    else:
+        assert len(summary.quarantined) == 4

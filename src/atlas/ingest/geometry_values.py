@@ -27,8 +27,8 @@ __all__ = [
     "vector_problem",
 ]
 
-#: direction cosines whose length differs from 1, or whose dot product differs from 0, by
-#: more than this are not an orientation (the writer's own orthonormality check uses 1e-3)
+#: direction cosines whose squared length differs from 1, or whose dot product differs from 0,
+#: by more than this are not an orientation (the writer's own check of D^T D uses 1e-3)
 ORTHONORMAL_TOLERANCE = 1e-3
 #: the largest coordinate or spacing accepted (mm): no scanner places a voxel a kilometre away,
 #: and the index's float32 columns would lose millimetres beyond this, or overflow to infinity
@@ -91,9 +91,10 @@ def orientation_problem(value: Any) -> str | None:
         return None
     v = [float(x) for x in values]
     row, col = v[0:3], v[3:6]
-    row_norm = math.sqrt(sum(x * x for x in row))
-    col_norm = math.sqrt(sum(x * x for x in col))
-    if abs(row_norm - 1) > ORTHONORMAL_TOLERANCE or abs(col_norm - 1) > ORTHONORMAL_TOLERANCE:
+    # squared lengths: the writer checks D^T D against the identity with the same tolerance
+    row_norm2 = sum(x * x for x in row)
+    col_norm2 = sum(x * x for x in col)
+    if abs(row_norm2 - 1) > ORTHONORMAL_TOLERANCE or abs(col_norm2 - 1) > ORTHONORMAL_TOLERANCE:
         return f"invalid {name}: the direction cosines are not unit vectors"
     if abs(sum(a * b for a, b in zip(row, col, strict=True))) > ORTHONORMAL_TOLERANCE:
         return f"invalid {name}: the row and column directions are not perpendicular"
