@@ -135,3 +135,41 @@ def test_nearly_orthonormal_orientation_is_written_or_quarantined(
         _assert_every_slice_at_its_ipp(store, series.positions)
     else:
         assert len(summary.quarantined) == 4
+
+
+def _dose(folder: Path, offsets: list[float] | None) -> None:
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file("rtdose.dcm"))
+    if offsets is None:
+        del ds.GridFrameOffsetVector
+    else:
+        ds.GridFrameOffsetVector = offsets
+    folder.mkdir()
+    ds.save_as(folder / "dose.dcm")
+
+
+@pytest.mark.parametrize(
+    "offsets",
+    [[5.0 * k for k in range(13)], [5.0 * k for k in range(14)] + [math.nan]],
+    ids=["13 offsets for 15 frames", "a NaN offset"],
+)
+def test_invalid_grid_frame_offsets_are_quarantined(tmp_path: Path, offsets: list[float]) -> None:
+    """An RT dose whose Grid Frame Offset Vector cannot place its 15 frames: quarantined with a
+    reason naming it (frames were placed 1 mm apart without a word, or blamed on the Image
+    Position)."""
+    _dose(tmp_path / "src", offsets)
+    summary, _ = _ingest([tmp_path / "src"], tmp_path / "store")
+    assert not summary.written
+    (q,) = summary.quarantined
+    assert q.reason.startswith("invalid Grid Frame Offset Vector"), q.reason
+
+
+def test_frames_without_offsets_or_thickness_get_a_placeholder_note(tmp_path: Path) -> None:
+    _dose(tmp_path / "src", None)
+    summary, store = _ingest([tmp_path / "src"], tmp_path / "store")
+    assert not summary.quarantined
+    (row,) = records.read_table(store, "series").to_pylist()
+    note = open_image(store, row["image_path"]).metadata.extra["spacing_note"]
+    assert "placeholder" in (note or ""), note

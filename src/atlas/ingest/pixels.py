@@ -39,7 +39,7 @@ from __future__ import annotations
 import zipfile
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import pairwise
 
 import numpy as np
@@ -317,7 +317,11 @@ def _multiframe_geometry(ds: Dataset, n: int) -> tuple[list[int], StackGeometry]
     if iop is None or ipp is None:
         return list(range(n)), stack_geometry(None, None, top_spacing, fallback, n)
     normal = slice_normal(iop)
-    offsets = _floats(ds.get("GridFrameOffsetVector"), n)
+    raw_offsets = ds.get("GridFrameOffsetVector")
+    problem = vector_problem(raw_offsets, n, "Grid Frame Offset Vector") if n > 1 else None
+    if problem is not None:  # never placed at a default spacing instead
+        raise InvalidInput(f"{problem} (one per frame)")
+    offsets = _floats(raw_offsets, n)
     if offsets is not None:
         relative = [o - offsets[0] for o in offsets]  # absolute (z) form starts at IPP too
     else:
@@ -326,6 +330,13 @@ def _multiframe_geometry(ds: Dataset, n: int) -> tuple[list[int], StackGeometry]
     frame_positions = [tuple((origin + r * normal).tolist()) for r in relative]
     order = sorted(range(n), key=lambda k: relative[k])
     geometry = stack_geometry([frame_positions[k] for k in order], iop, top_spacing, fallback, n)
+    if offsets is None and not fallback and n > 1:
+        placeholder = (
+            "no Grid Frame Offset Vector, Slice Thickness or Spacing Between Slices: the frame "
+            "spacing of 1.0 mm is a placeholder"
+        )
+        note = f"{geometry.note}; {placeholder}" if geometry.note else placeholder
+        geometry = replace(geometry, note=note)
     return order, geometry
 
 
