@@ -173,3 +173,25 @@ def test_frames_without_offsets_or_thickness_get_a_placeholder_note(tmp_path: Pa
     (row,) = records.read_table(store, "series").to_pylist()
     note = open_image(store, row["image_path"]).metadata.extra["spacing_note"]
     assert "placeholder" in (note or ""), note
+
+
+def test_enhanced_frames_with_different_pixel_spacing_are_quarantined(tmp_path: Path) -> None:
+    """An enhanced CT whose per-frame Pixel Measures differ: one affine cannot place both frames
+    (the first frame's spacing was used for all of them)."""
+    import copy
+
+    import pydicom
+    from tests.test_ingest_geometry import DATA_STORE
+
+    ds = pydicom.dcmread(DATA_STORE / "eCT_Supplemental.dcm")
+    shared = ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+    for f, item in enumerate(ds.PerFrameFunctionalGroupsSequence):
+        measures = copy.deepcopy(shared)
+        measures.PixelSpacing = ["0.5", "0.5"] if f % 2 else ["0.9", "0.9"]
+        item.PixelMeasuresSequence = [measures]
+    (tmp_path / "src").mkdir()
+    ds.save_as(tmp_path / "src" / "ect.dcm")
+    summary, _ = _ingest([tmp_path / "src"], tmp_path / "store")
+    assert not summary.written
+    (q,) = summary.quarantined
+    assert "different pixel spacings" in q.reason, q.reason

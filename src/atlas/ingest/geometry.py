@@ -36,6 +36,7 @@ __all__ = [
     "direction_matrix",
     "distances_along_normal",
     "same_orientation",
+    "same_spacing",
     "slice_normal",
     "sort_by_position",
     "spacing_along_normal",
@@ -400,8 +401,9 @@ def _split_positions(
     return volumes, quarantined
 
 
-def _same_spacing(a: Sequence[float] | None, b: Sequence[float] | None) -> bool:
-    """Whether two in-plane spacings agree (within :data:`SPACING_RELATIVE_TOLERANCE` / 100)."""
+def same_spacing(a: Sequence[float] | None, b: Sequence[float] | None) -> bool:
+    """Whether two in-plane spacings agree (relative :data:`SPACING_RELATIVE_TOLERANCE` / 100);
+    two absent spacings agree, an absent and a present one do not."""
     if a is None or b is None:
         return a is b
     return len(a) == len(b) and all(
@@ -450,7 +452,7 @@ def split_series(
             for cluster in clusters:
                 reference = cluster[0].image_orientation
                 assert reference is not None
-                if same_orientation(reference, inst.image_orientation) and _same_spacing(
+                if same_orientation(reference, inst.image_orientation) and same_spacing(
                     cluster[0].pixel_spacing, inst.pixel_spacing
                 ):
                     cluster.append(inst)

@@ -54,6 +54,7 @@ from atlas.ingest.geometry import (
     StackGeometry,
     distances_along_normal,
     same_orientation,
+    same_spacing,
     slice_normal,
     sort_by_position,
     stack_geometry,
@@ -292,6 +293,16 @@ def _multiframe_geometry(ds: Dataset, n: int) -> tuple[list[int], StackGeometry]
                 raise InvalidInput(
                     "frames of this multi-frame object have different orientations (not one volume)"
                 )
+            for f in range(1, n):
+                frame_measures = _fg_item(ds, f, "PixelMeasuresSequence")
+                frame_spacing = (
+                    _spacing(frame_measures.get("PixelSpacing")) if frame_measures else None
+                ) or top_spacing
+                if not same_spacing(spacing, frame_spacing):
+                    raise InvalidInput(
+                        "frames of this multi-frame object have different pixel spacings "
+                        "(not one volume)"
+                    )
             located = [p for p in positions if p is not None]
             dists = distances_along_normal(located, iop)
             order = sorted(range(n), key=lambda k: dists[k])
