@@ -772,6 +772,9 @@ class Deidentifier:
         if basic is None:
             return self._unlisted(elem, table, ctx, clean_items)
         action = self._option_action(tag, vr, basic)
+        if action == "K" and not _well_formed(elem):
+            action = _resolve(basic, vr)  # a malformed coded value is no characteristic: basic
+            ctx.cleaned += 1
         if action == "K":
             return self._keep(elem, table, ctx, clean_items)
         if action == "C":
@@ -937,6 +940,19 @@ def _text_of(elem: DataElement | None) -> str:
     if elem is None or elem.value is None:
         return ""
     return str(elem.value)
+
+
+#: VRs with a strict form: a kept value not of that form may be anything (a name, an id)
+_STRICT_VRS = frozenset({"AS", "CS", "DS", "IS", "DA", "DT", "TM"})
+
+
+def _well_formed(elem: DataElement) -> bool:
+    """Every value of ``elem`` has its VR's form (checked without pydicom's warnings)."""
+    from pydicom.valuerep import VALIDATORS
+
+    if elem.VR not in _STRICT_VRS:
+        return True
+    return all(VALIDATORS[elem.VR](elem.VR, str(v))[0] for v in _values(elem))
 
 
 def _map_values(elem: DataElement, fn: Any) -> DataElement | None:

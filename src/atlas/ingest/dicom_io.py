@@ -30,6 +30,7 @@ from pydicom.uid import (
 )
 
 from atlas.errors import InvalidInput
+from atlas.ingest import quiet
 from atlas.ingest.model import FileRef
 from atlas.ingest.safe_io import ReadLimits, inflate, open_member, open_regular
 
@@ -156,6 +157,7 @@ def parse_dataset(
     ``"not a DICOM file"``); ``location`` names the object in the error.
     """
     limits = limits or ReadLimits()
+    quiet.install()  # pydicom's warnings quote original values: never shown as text
     try:
         deflated = _inflated(fp, limits)
         if deflated is not None:

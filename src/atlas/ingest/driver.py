@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from atlas.errors import ConfigError
+from atlas.ingest import quiet
 from atlas.ingest.model import FileRef, InstanceInfo, Quarantined
 from atlas.ingest.series import (
     IngestOptions,
@@ -47,6 +48,13 @@ class IngestSummary:
     bytes_in: int = 0
     bytes_out: int = 0
     seconds: float = 0.0
+    #: library warnings seen while reading the originals: fixed descriptions -> counts
+    warnings: dict[str, int] = field(default_factory=dict)
+
+    def add_notes(self, notes: dict[str, int]) -> None:
+        """Count value-free warning notes (see :mod:`atlas.ingest.quiet`)."""
+        for text, n in notes.items():
+            self.warnings[text] = self.warnings.get(text, 0) + n
 
     @property
     def images(self) -> list[str]:
@@ -66,6 +74,8 @@ class IngestSummary:
             "seconds": round(self.seconds, 3),
             "images": self.images,
             "quarantined": [q.to_json() for q in self.quarantined],
+            "warnings_seen": sum(self.warnings.values()),
+            "warnings": dict(sorted(self.warnings.items())),
         }
 
 
@@ -184,10 +194,12 @@ def plan(
     _check_name("site", site)
     _check_name("collection", collection)
     _deidentifier(options)  # fail fast on a missing or weak key, before reading any pixels
-    found = discover([str(s) for s in sources], limits=options.limits)
+    with quiet.collect() as notes:  # library warnings quote original values: count them only
+        found = discover([str(s) for s in sources], limits=options.limits)
+        series_uids = {g.series_uid for g in found.series}
+        by_series, problems = _match_segmentations(found.segmentations, series_uids, options)
     summary = IngestSummary(files_seen=found.files_seen, quarantined=list(found.quarantined))
-    series_uids = {g.series_uid for g in found.series}
-    by_series, problems = _match_segmentations(found.segmentations, series_uids, options)
+    summary.add_notes(notes)
     summary.quarantined.extend(problems)
     label_refs = [FileRef(str(Path(p))) for p in labels]
     for ref in label_refs:
@@ -250,6 +262,7 @@ def ingest(
         summary.quarantined.extend(outcome.quarantined)
         summary.bytes_in += outcome.bytes_in
         summary.bytes_out += outcome.bytes_out
+        summary.add_notes(outcome.notes)
         if progress:
             progress(outcome, summary, total)
 
@@ -266,16 +279,21 @@ def ingest(
             for ref in label_refs
             if ref.path not in used
         )
+    summary.add_notes(quiet.take_unattributed())
     summary.seconds = time.perf_counter() - t0
     return summary
 
 
 def _dispatch(task: Any) -> SeriesOutcome:
+    """Run one task (in a worker process or in-process); library warnings raised while it
+    reads originals become value-free notes on its outcome, never printed text."""
     from atlas.ingest.nifti import NiftiTask, ingest_nifti
 
-    if isinstance(task, NiftiTask):
-        return ingest_nifti(task)
-    return _safe_ingest(task)
+    with quiet.collect() as notes:
+        outcome = ingest_nifti(task) if isinstance(task, NiftiTask) else _safe_ingest(task)
+    for text, n in notes.items():
+        outcome.notes[text] = outcome.notes.get(text, 0) + n
+    return outcome
 
 
 def write_report(summary: IngestSummary, path: str | os.PathLike[str]) -> Path:

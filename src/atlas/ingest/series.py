@@ -81,6 +81,8 @@ class SeriesOutcome:
     used_masks: list[str] = field(default_factory=list)
     #: ``--labels`` masks that could not be read, and why (path -> reason)
     mask_problems: dict[str, str] = field(default_factory=dict)
+    #: library warnings seen while reading this series' originals, value-free (see ``quiet``)
+    notes: dict[str, int] = field(default_factory=dict)
 
 
 def _deidentifier(options: IngestOptions) -> Any:
