@@ -144,7 +144,7 @@ def ingest_command(
     table.add_row("files quarantined", str(len(summary.quarantined)))
     table.add_row("images written", str(sum(len(o.images) for o in summary.written)))
     table.add_row("MB in / out", f"{summary.bytes_in / 1e6:.1f} / {summary.bytes_out / 1e6:.1f}")
-    table.add_row("library warnings (values not shown)", str(sum(summary.warnings.values())))
+    table.add_row("warnings (values not shown)", str(sum(summary.warnings.values())))
     table.add_row("seconds", f"{summary.seconds:.1f}")
     table.add_row("report", str(path))
     out.print(table)

@@ -237,6 +237,7 @@ def ingest(
 
     t0 = time.perf_counter()
     options = options or IngestOptions()
+    quiet.take_unattributed()  # count only this run's (discovery reads on a thread pool)
     store.ensure_reachable(create=True)
     tasks, nifti_images, summary = plan(
         sources, store=store, site=site, collection=collection, labels=labels, options=options
