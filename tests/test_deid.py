@@ -1,19 +1,24 @@
 """Tests of :mod:`atlas.ingest.deid`: PS3.15 Annex E de-identification by construction.
 
-The central test fills EVERY attribute of the chosen Table E.1-1 (that pydicom knows a VR for)
-with a distinctive canary value, de-identifies, then checks each attribute's action and that no
-canary, original UID or original date is left anywhere in the written file or the JSON header.
+The central test fills EVERY attribute of PS3.15 Table E.1-1 with a distinctive canary value,
+de-identifies, then checks each attribute's action and that no canary, original UID or original
+date is left anywhere in the written file or the JSON header. The attributes come from a list
+kept by hand (``tests/data/ps3.15-table-e1-1-2026c.csv``), not from the table the engine loads,
+so an attribute missing from the loaded table is still filled, and the loaded table is checked
+against that list.
 """
 
 from __future__ import annotations
 
 import copy
+import csv
 import io
 import json
 import logging
 import pickle
 import re
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -50,7 +55,8 @@ CANARY_TM = "040506"
 CANARY_UID_ROOT = "1.2.3.999."
 
 # The standard's "Rtn. Pat. Chars. Opt." K entries (PS3.15 2024b), restated independently of
-# the module, plus Ethnic Group Code Sequence (treated like Ethnic Group, documented there).
+# the module, plus Ethnic Group Code Sequence and Ethnic Groups (added in 2025; treated like
+# Ethnic Group, documented there).
 PATIENT_CHARS_KEEP = {
     0x00100040,
     0x00101010,
@@ -62,6 +68,7 @@ PATIENT_CHARS_KEEP = {
     0x00102203,
     0x0072005F,
     0x00102161,
+    0x00102162,
 }
 BIRTH_DATE, BIRTH_TIME, GPS_TIME_STAMP = 0x00100030, 0x00100032, 0x00160077
 PATIENT_NAME, PATIENT_ID = 0x00100010, 0x00100020
@@ -71,11 +78,35 @@ PATIENT_NAME, PATIENT_ID = 0x00100010, 0x00100020
 # The canary data set.
 
 
-def _vr(tag: int) -> str | None:
+# The standard's table, kept by hand apart from the loaded one (provenance in the file).
+STANDARD_EDITION = "2026c"
+STANDARD_TABLE = Path(__file__).parent / "data" / f"ps3.15-table-e1-1-{STANDARD_EDITION}.csv"
+
+
+def _standard_rows() -> list[dict[str, str]]:
+    """The rows of the hand-kept Table E.1-1: ``tag`` (8 hex digits, ``x`` for a mask),
+    ``name``, ``basic_profile`` (the action), ``since``."""
+    with STANDARD_TABLE.open(newline="") as f:
+        return list(csv.DictReader(line for line in f if not line.startswith("#")))
+
+
+def _vr_by_name(name: str) -> str:
+    """A VR for an attribute newer than pydicom's dictionary, from its name (PS3.6 names
+    sequences "... Sequence", date-times "... DateTime" and links "... URI"/"... Reference")."""
+    if name.endswith("Sequence"):
+        return "SQ"
+    if name.endswith("DateTime"):
+        return "DT"
+    if name.endswith(("URI", "Reference")):
+        return "UR"
+    return "UT"
+
+
+def _vr(tag: int, name: str = "") -> str | None:
     try:
         vr = dictionary_VR(tag)
     except KeyError:
-        return None
+        return _vr_by_name(name) if name else None
     vr = vr.split(" or ")[0].strip()
     return None if vr in ("AT", "NONE", "") else vr
 
@@ -120,15 +151,20 @@ def _canary(n: int, vr: str, kept: bool) -> object:
     raise AssertionError(f"no canary for VR {vr}")
 
 
-def _concrete_tags() -> dict[int, str]:
-    """Every tag of the table (masks made concrete) with its basic action."""
-    table = basic_profile()
-    tags = dict(table.exact)
-    for g, e, gmask, emask, action in table.masked:
-        group = g | 0x0002 if gmask != 0xFFFF else g
-        elements = [e] if emask == 0xFFFF else [0x3000, 0x0005]
+def _concrete_tags() -> dict[int, tuple[str, str]]:
+    """Every attribute of the standard's table (masks made concrete: 50xx -> 5002, 60xx ->
+    6002) with its basic action and name. Taken from the hand-kept list, not the loaded table,
+    so that an attribute missing from the loaded table still gets a canary."""
+    tags: dict[int, tuple[str, str]] = {}
+    for row in _standard_rows():
+        tag, action, name = row["tag"], row["basic_profile"], row["name"]
+        if "x" not in tag:
+            tags[int(tag, 16)] = (action, name)
+            continue
+        group = int(tag[:4].replace("x", "0"), 16) | (0x0002 if "x" in tag[:4] else 0)
+        elements = [0x3000, 0x0005] if "x" in tag[4:] else [int(tag[4:], 16)]
         for element in elements:
-            tags[(group << 16) | element] = action
+            tags[(group << 16) | element] = (action, name)
     return tags
 
 
@@ -140,10 +176,10 @@ def _canary_dataset(*, mark_kept: bool) -> tuple[Dataset, dict[int, tuple[str, s
     ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     filled: dict[int, tuple[str, str]] = {}
-    for n, (tag, action) in enumerate(sorted(_concrete_tags().items()), start=1):
+    for n, (tag, (action, name)) in enumerate(sorted(_concrete_tags().items()), start=1):
         if tag >> 16 == 0x0002:
             continue  # file meta, set above
-        vr = _vr(tag)
+        vr = _vr(tag, name)
         if vr is None:
             continue
         kept = mark_kept and tag in PATIENT_CHARS_KEEP
@@ -267,6 +303,27 @@ def test_table_comes_from_dicom_anonymizer_and_covers_all_actions():
     assert table.action(0x00280010) is None  # Rows: not in the table
     assert basic_profile() is table  # cached
     assert basic_profile("2024b").action(0x00100010) == "Z"
+
+
+def test_loaded_table_equals_the_standards_list():
+    """Every attribute of PS3.15 Table E.1-1 (hand-kept list, edition named) is in the loaded
+    table with the same action, and the loaded table lists nothing else."""
+    assert DEFAULT_EDITION == STANDARD_EDITION, "update the hand-kept list to the new edition"
+    table = basic_profile(STANDARD_EDITION)
+    rows = _standard_rows()
+    assert len(rows) == 655 and len({r["tag"] for r in rows}) == len(rows)
+    exact = {int(r["tag"], 16): r["basic_profile"] for r in rows if "x" not in r["tag"]}
+    missing = {f"{t:08X} {r}" for t, r in exact.items() if t not in table.exact}
+    assert not missing, f"attributes of the standard missing from the loaded table: {missing}"
+    wrong = {f"{t:08X} {a} != {table.exact[t]}" for t, a in exact.items() if table.exact[t] != a}
+    assert not wrong, f"actions differ from the standard: {wrong}"
+    extra = {f"{t:08X}" for t in table.exact if t not in exact}
+    assert not extra, f"the loaded table lists attributes the standard does not: {extra}"
+    for row in (r for r in rows if "x" in r["tag"]):
+        tag = row["tag"]
+        group = int(tag[:4].replace("x", "2"), 16)
+        for element in [0x3000, 0x0005] if "x" in tag[4:] else [int(tag[4:], 16)]:
+            assert table.action((group << 16) | element) == row["basic_profile"], tag
 
 
 def test_unknown_edition_is_a_config_error():
