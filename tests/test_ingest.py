@@ -15,14 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.source_truth import assert_images_match_sources, source_series
 
 from atlas.ingest import journal, records
 from atlas.ingest.driver import ingest, write_report
 from atlas.ingest.series import IngestOptions
 from atlas.ome import find_incomplete, open_image
 from atlas.storage import Store, open_store
-
-from tests.source_truth import assert_images_match_sources, source_series
 
 SECRET_ENV = "ATLAS_TEST_SITE_SECRET"
 SECRET = "test-site-key-not-for-production-0123456789"
