@@ -130,9 +130,22 @@ def test_versions_releases_and_pinning(tmp_path) -> None:
         create_release({"a": store}, "trial-2026")
 
 
-def test_two_builds_at_once_one_fails_cleanly(tmp_path) -> None:
-    store = _site(tmp_path)
+@pytest.mark.parametrize("trial", range(3))
+def test_two_builds_at_once_exactly_one_publishes(tmp_path, monkeypatch, trial) -> None:
+    """Both builds read the same CURRENT token, then both try to publish (a barrier makes
+    them overlap every time): exactly one publishes, the other gets ConcurrentBuild."""
+    from atlas.index import build as build_module
+
+    store = _site(tmp_path, n_subjects=4, seed=trial)
     build_index(store)
+    barrier = threading.Barrier(2, timeout=60)
+    real_publish = build_module.publish
+
+    def publish_after_both_built(*args, **kwargs):
+        barrier.wait()  # both builds have read CURRENT and written their shards
+        return real_publish(*args, **kwargs)
+
+    monkeypatch.setattr(build_module, "publish", publish_after_both_built)
     outcomes: list[object] = []
 
     def run() -> None:
@@ -148,12 +161,30 @@ def test_two_builds_at_once_one_fails_cleanly(tmp_path) -> None:
         t.join()
     versions = [o for o in outcomes if isinstance(o, str)]
     errors = [o for o in outcomes if isinstance(o, ConcurrentBuild)]
-    assert len(versions) >= 1 and len(versions) + len(errors) == 2
+    assert len(versions) == 1 and len(errors) == 1, outcomes
+    assert "rerun" in str(errors[0])
     pointer, _ = read_current(store)
-    assert pointer["version"] in versions
+    assert pointer["version"] == versions[0]
     assert open_atlas({"a": store}, purpose="research").images.count().value > 0
-    if errors:
-        assert "rerun" in str(errors[0])
+
+
+def test_publish_with_a_stale_token_is_refused(tmp_path) -> None:
+    from atlas.index.build import publish
+
+    store = _site(tmp_path, n_subjects=4)
+    v1 = build_index(store).version
+    _, stale = read_current(store)
+    v2 = build_index(store).version
+    pointer_before, token_before = read_current(store)
+    assert pointer_before["version"] == v2 and token_before != stale
+    manifest = {**load_manifest(store, v1), "version": "v000099"}
+    for token in (stale, None):  # an older token, and "create" over an existing pointer
+        with pytest.raises(ConcurrentBuild, match="published first"):
+            publish(store, manifest, token)
+        assert read_current(store) == (pointer_before, token_before)
+    # the current token publishes
+    assert publish(store, manifest, token_before) == "v000099"
+    assert read_current(store)[0]["version"] == "v000099"
 
 
 def test_corruption_is_detected_and_old_version_stays_readable(tmp_path) -> None:
