@@ -216,11 +216,10 @@ def test_bad_inputs_are_quarantined_and_never_modified(study, tmp_path) -> None:
     with zipfile.ZipFile(bad / "archive.zip", "w") as zf:
         zf.writestr("inside/readme.md", "hello")
         zf.writestr("inside/ct.dcm", ct.read_bytes())
-    us = pydicom.dcmread(get_testdata_file("US1_UNCR.dcm")) if _has("US1_UNCR.dcm") else None
-    if us is not None:
-        if "BurnedInAnnotation" in us:
-            del us.BurnedInAnnotation
-        us.save_as(bad / "ultrasound.dcm")
+    us = pydicom.dcmread(get_testdata_file("US1_UNCR.dcm"))  # pydicom-data
+    if "BurnedInAnnotation" in us:
+        del us.BurnedInAnnotation
+    us.save_as(bad / "ultrasound.dcm")
     inputs = [p for p in bad.rglob("*") if p.is_file()]
     before = _hashes(inputs)
     store = open_store(tmp_path / "store")
@@ -231,23 +230,13 @@ def test_bad_inputs_are_quarantined_and_never_modified(study, tmp_path) -> None:
     assert "not a DICOM" in reasons["notes.txt"]
     assert "truncated.dcm" in reasons
     assert "inside/readme.md" in reasons
-    if us is not None:
-        assert "burned-in" in reasons["ultrasound.dcm"]
+    assert "burned-in" in reasons["ultrasound.dcm"]
     assert len(summary.written) == 1  # the CT inside the zip
     assert _hashes(inputs) == before
     report = write_report(summary, tmp_path / "report.json")
     data = json.loads(report.read_text())
     assert data["files_quarantined"] == len(summary.quarantined) >= 3
     assert all(q["reason"] for q in data["quarantined"])
-
-
-def _has(name: str) -> bool:
-    from pydicom.data import get_testdata_file
-
-    try:
-        return get_testdata_file(name) is not None
-    except Exception:
-        return False
 
 
 def test_strict_exit_code(tmp_path) -> None:
@@ -386,7 +375,6 @@ def test_bench_ingest_smoke(tmp_path) -> None:
 
 def test_labels_that_fit_nothing_are_reported(study, tmp_path) -> None:
     import nibabel as nib
-    from pydicom.data import get_testdata_file
 
     # a NIfTI mask shifted by 5 mm, and a SEG of another study (it references no input series)
     img = nib.load(study.nifti_file)
@@ -396,9 +384,10 @@ def test_labels_that_fit_nothing_are_reported(study, tmp_path) -> None:
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj), shifted), bad_mask)
     import data_store
 
-    other_seg = Path(data_store.__file__).parent / "liver.dcm"
-    if not other_seg.exists():
-        other_seg = Path(get_testdata_file("liver_1frame.dcm"))
+    # a SEG of another study: pydicom-data's 3-frame liver.dcm (the package keeps its files in
+    # its data/ folder)
+    other_seg = Path(data_store.__file__).parent / "data" / "liver.dcm"
+    assert other_seg.is_file(), other_seg
     store = open_store(tmp_path / "store")
     summary = ingest(
         [str(study.ct_files[0].parent), str(other_seg)],
