@@ -20,6 +20,7 @@ How each store is opened by the other tools:
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -59,7 +60,7 @@ def _expected_levels(data: np.ndarray, factors: list[tuple[int, ...]], mode: boo
     """Level 0 and each downsampled level from the numpy reference kernels."""
     down = downsample_mode if mode else downsample_mean
     out = [data]
-    for prev_f, f in zip(factors, factors[1:], strict=False):
+    for prev_f, f in itertools.pairwise(factors):
         step = tuple(b // a for a, b in zip(prev_f, f, strict=True))
         out.append(down(out[-1], step, backend="numpy"))
     return out
