@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import operator
 import random
@@ -447,11 +446,20 @@ def test_errors(text: str, pattern: str) -> None:
 
 
 def test_limits_are_inclusive() -> None:
-    parse("(" * MAX_DEPTH + "n == 1" + ")" * MAX_DEPTH, SCHEMA)
-    parse("not " * MAX_DEPTH + "n == 1", SCHEMA)
-    parse(" or ".join(["n>1"] * (MAX_NODES - 1)), SCHEMA)
-    parse("n in [" + ",".join(["1"] * MAX_IN_VALUES) + "]", SCHEMA)
-    parse("n == " + "0" * (MAX_LENGTH - 5), SCHEMA)
+    """Inputs exactly at each limit parse, to the filter they spell."""
+    one = Compare("n", "==", 1)
+    assert parse("(" * MAX_DEPTH + "n == 1" + ")" * MAX_DEPTH, SCHEMA) == one
+    nots = parse("not " * MAX_DEPTH + "n == 1", SCHEMA)
+    for _ in range(MAX_DEPTH):
+        assert isinstance(nots, Not)
+        nots = nots.item
+    assert nots == one
+    chain = parse(" or ".join(["n>1"] * (MAX_NODES - 1)), SCHEMA)
+    assert chain == Or((Compare("n", ">", 1),) * (MAX_NODES - 1))
+    values = parse("n in [" + ",".join(["1"] * MAX_IN_VALUES) + "]", SCHEMA)
+    assert values == In("n", (1,) * MAX_IN_VALUES, False)
+    longest = "n == " + "0" * (MAX_LENGTH - 5)
+    assert len(longest) == MAX_LENGTH and parse(longest, SCHEMA) == Compare("n", "==", 0)
 
 
 def test_caret_excerpt_points_at_the_problem() -> None:
@@ -728,8 +736,20 @@ LONG_TEXT = st.tuples(
 @settings(max_examples=30, deadline=None)
 @given(text=LONG_TEXT)
 def test_fuzz_long_text(text: str) -> None:
-    with contextlib.suppress(InvalidInput):
-        parse(text, SCHEMA)
+    """Over the limit: refused, naming the limit, before any parsing. Within it: a parsed
+    filter describes itself back to the same filter, or a clean "invalid filter" error."""
+    if len(text) > MAX_LENGTH:
+        with pytest.raises(
+            InvalidInput, match=rf"input too long \({len(text)} characters, at most"
+        ):
+            parse(text, SCHEMA)
+        return
+    try:
+        expr = parse(text, SCHEMA)
+    except InvalidInput as err:
+        assert str(err).startswith("invalid filter: ")
+        return
+    assert parse(describe(expr), SCHEMA) == expr
 
 
 # Random valid ASTs ---------------------------------------------------------------------------
