@@ -4,7 +4,7 @@ The writer runs in a subprocess of its own and its peak is the child's own high-
 ``VmHWM`` of ``/proc/self/status``, not ``getrusage(RUSAGE_SELF).ru_maxrss``: on Linux a
 process started with fork/vfork + exec inherits in ``ru_maxrss`` the RSS its parent had at the
 start (the kernel keeps the old address space's high-water mark across ``execve``). Late in the
-suite the pytest process holds 1-1.5 GB, which is why ``ru_maxrss`` read 2.8-3.1x here when this
+suite the pytest process holds over a gigabyte, which is why ``ru_maxrss`` read 2.8-3.1x here when this
 module ran last and 0.5-0.8x when it ran first. ``VmHWM`` belongs to the new address space only,
 so the figure no longer depends on the test order (``test_peak_is_the_childs_own`` proves it).
 """
@@ -83,7 +83,10 @@ def _env() -> dict[str, str]:
     return env
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM is Linux's")
+LINUX_ONLY = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM is Linux's")
+
+
+@LINUX_ONLY
 def test_peak_is_the_childs_own() -> None:
     """While this process holds 300 MB, a child's VmHWM stays its own (tens of MB) although
     its ru_maxrss starts at the parent's size: the measure used above ignores the parent."""
@@ -97,6 +100,7 @@ def test_peak_is_the_childs_own() -> None:
     assert inherited >= 300 * 2**20  # the trap: ru_maxrss reports the parent's RSS
 
 
+@LINUX_ONLY
 @pytest.mark.slow
 def test_large_volume_write_memory_is_bounded(tmp_path) -> None:
     size = 1000 * 512 * 512 * 2  # int16 volume: 524 MB
