@@ -4,9 +4,9 @@ The writer runs in a subprocess of its own and its peak is the child's own high-
 ``VmHWM`` of ``/proc/self/status``, not ``getrusage(RUSAGE_SELF).ru_maxrss``: on Linux a
 process started with fork/vfork + exec inherits in ``ru_maxrss`` the RSS its parent had at the
 start (the kernel keeps the old address space's high-water mark across ``execve``). Late in the
-suite the pytest process holds over a gigabyte, which is why ``ru_maxrss`` read 2.8-3.1x here when this
-module ran last and 0.5-0.8x when it ran first. ``VmHWM`` belongs to the new address space only,
-so the figure no longer depends on the test order (``test_peak_is_the_childs_own`` proves it).
+suite the pytest process holds over a gigabyte, which is why ``ru_maxrss`` read 2.8-3.1x here
+when this module ran last and 0.5-0.8x when it ran first. ``VmHWM`` belongs to the new address
+space only, so the figure does not depend on the test order (``test_peak_is_the_childs_own``).
 """
 
 from __future__ import annotations
