@@ -295,11 +295,14 @@ def test_real_ct_values_equal_pydicom(tmp_path) -> None:
 
 def test_real_series_every_slice_in_patient_order(tmp_path) -> None:
     """pydicom's real CT series (5 and 4 slices, files not in slice order, one with a gap;
-    two orientations in one series; CR images) ingested and compared slice by slice."""
+    two orientations in one series), MR series (several orientations; secondary captures let
+    through as reviewed) and CR images, ingested and compared slice by slice."""
+    from dataclasses import replace
+
     from pydicom.data import get_testdata_file
 
     root = Path(get_testdata_file("CT_small.dcm")).parent / "dicomdirtests"
-    folders = [root / "98892001", root / "77654033"]
+    folders = [root / "98892001", root / "77654033", root / "98892003"]
     sources = source_series(folders)
     assert sum(s.pixels.shape[0] > 1 for s in sources) >= 2
     assert any(  # the files are not already in patient order: sorting matters
@@ -307,7 +310,8 @@ def test_real_series_every_slice_in_patient_order(tmp_path) -> None:
     )
     store = open_store(tmp_path / "store")
     summary = ingest([str(f) for f in folders], store=store, site="s", collection="real",
-                     scheduler="synchronous", options=OPTIONS)  # fmt: skip
+                     scheduler="synchronous",
+                     options=replace(OPTIONS, allow_burned_in=True))  # fmt: skip
     assert not summary.quarantined and len(summary.images) == len(sources)
     assert_images_match_sources(store, summary.images, sources)
 
