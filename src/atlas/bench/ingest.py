@@ -114,7 +114,7 @@ def run(
                     labels=masks,
                     site="bench",
                     collection="bench",
-                    workers=workers,
+                    workers=workers or os.cpu_count() or 1,
                     options=IngestOptions(secret_env=secret_var),
                 )
                 atlas_times.append(time.perf_counter() - t)

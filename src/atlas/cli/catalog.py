@@ -35,7 +35,11 @@ def resolve_stores(sites: Path | None, store: str | None, site: str) -> dict[str
     from atlas.storage import open_store
 
     if store is not None:
-        return {site: open_store(store, site=site)}
+        from atlas.ingest.ownership import check_site
+
+        one = open_store(store, site=site)
+        check_site(one, site)  # the store's recorded site, if any, must be the one named
+        return {site: one}
     configured = load_sites(sites)
     if not configured:
         return {site: open_store("atlas-data", site=site)}

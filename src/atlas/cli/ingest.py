@@ -42,7 +42,7 @@ def ingest_command(
         None, "--scheduler", help="dask.distributed scheduler address (tcp://host:port)."
     ),
     strict: bool = typer.Option(
-        False, "--strict", help="Exit non-zero if anything was quarantined."
+        False, "--strict", help="Exit non-zero if anything was quarantined or busy."
     ),
     allow_burned_in: bool = typer.Option(
         False, "--allow-burned-in", help="Ingest images that may carry burned-in text."
@@ -62,16 +62,25 @@ def ingest_command(
         help="Local JSON report (quarantine reasons).",
         callback=output_file,
     ),
+    subject_map: Path | None = typer.Option(
+        None,
+        "--subject-map",
+        help="CSV file 'kind,key,patient_id' (kind: path, series or study) assigning patients "
+        "the data does not name; see docs/ingest.md.",
+    ),
 ) -> None:
     """Ingest DICOM (and NIfTI) series with their segmentations, de-identified, in parallel.
 
     Rerunning the same command skips finished series and completes interrupted ones.
     """
+    import os
+
     from atlas.config import load_sites
-    from atlas.errors import InvalidInput
+    from atlas.errors import ConfigError, InvalidInput
     from atlas.ingest.driver import ingest, write_report
     from atlas.ingest.safe_io import parse_size
     from atlas.ingest.series import IngestOptions, _deidentifier
+    from atlas.ingest.subjects import SubjectMap
     from atlas.storage import open_store
 
     if workers is not None and scheduler is not None:
@@ -87,10 +96,18 @@ def ingest_command(
         target = (
             configured[site].store() if site in configured else open_store("atlas-data", site=site)
         )
+    if target.location.scheme == "memory":
+        raise ConfigError(
+            f"{target.url} would end with this command and take the images with it: "
+            "ingest into a folder or an S3 store"
+        )
+    if workers is None and scheduler is None:
+        workers = os.cpu_count() or 1  # the command uses every core; the Python API does not
     options = IngestOptions(
         secret_env=secret_env, allow_burned_in=allow_burned_in, max_image_bytes=limit
     )
     _deidentifier(options)  # a missing or weak key fails here, before any work starts
+    mapping = SubjectMap.from_csv(subject_map) if subject_map is not None else None
     console = Console(stderr=True)
     console.print(
         f"Ingesting into [bold]{escape(target.url)}[/] as site {site!r}, collection {collection!r}"
@@ -133,6 +150,7 @@ def ingest_command(
             scheduler=scheduler,
             options=options,
             progress=progress,
+            subject_map=mapping,
         )
     path = write_report(summary, report)
     out = Console()
@@ -140,6 +158,8 @@ def ingest_command(
     table.add_row("series written", str(len(summary.written)))
     table.add_row("series skipped (already done)", str(len(summary.skipped)))
     table.add_row("series failed", str(len(summary.failed)))
+    if summary.busy:
+        table.add_row("series being ingested by another run", str(len(summary.busy)))
     table.add_row("files seen", str(summary.files_seen))
     table.add_row("files quarantined", str(len(summary.quarantined)))
     table.add_row("images written", str(sum(len(o.images) for o in summary.written)))
@@ -148,6 +168,15 @@ def ingest_command(
     table.add_row("seconds", f"{summary.seconds:.1f}")
     table.add_row("report", str(path))
     out.print(table)
+    if summary.busy:
+        console.print(
+            f"[yellow]{len(summary.busy)} series were being ingested by another run at the same "
+            "time; run the command again after it ends to check them.[/]"
+        )
+    if summary.subject_map_unused:
+        console.print(
+            f"[yellow]{summary.subject_map_unused} subject-map entries matched no input.[/]"
+        )
     if summary.quarantined:
         reasons = Counter(q.reason for q in summary.quarantined)
         qt = Table(title="Quarantined (see the report for every file)")
@@ -156,5 +185,5 @@ def ingest_command(
         for reason, n in reasons.most_common(15):
             qt.add_row(str(n), escape(reason))
         out.print(qt)
-    if strict and (summary.quarantined or summary.failed):
+    if strict and (summary.quarantined or summary.failed or summary.busy):
         raise typer.Exit(1)

@@ -28,6 +28,7 @@ from typing import Any
 from atlas.errors import AtlasError, CorruptData, NotFound
 from atlas.index import consent, layout, scratch
 from atlas.index.lease import DEFAULT_TTL_S, Lease, claim
+from atlas.ingest.ownership import check_site
 from atlas.ingest.records import STAGING_PREFIX
 from atlas.ingest.records import schemas as staging_schemas
 from atlas.storage import Store
@@ -205,6 +206,7 @@ def build_index(
 
     t0 = time.perf_counter()
     require_store(store)
+    check_site(store, store.site)  # an index built under another name would mislabel its rows
     if n_shards is not None:
         layout.check_shard_count(n_shards)
     pointer, token = read_current(store)

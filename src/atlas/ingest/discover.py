@@ -462,6 +462,8 @@ def _instance_info(ref: FileRef, ds: Dataset, has_pixels: bool) -> InstanceInfo:
         has_pixel_data=has_pixels,
         geometry_problem=problem,
         bits_allocated=h.us(_BITS_ALLOCATED),
+        patient_name=str(ds.get("PatientName", "") or ""),
+        patient_birth_date=str(ds.get("PatientBirthDate", "") or ""),
     )
 
 

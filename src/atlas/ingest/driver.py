@@ -1,9 +1,12 @@
-"""Run an ingest: discover → plan one task per series → run them on dask → report.
+"""Run an ingest: discover → plan one task per series → run them → report.
 
-Tasks run on a ``dask.distributed`` cluster: a local one (one single-threaded worker process per
-core, so decoding and pyramid building use every core and each worker holds one series at a
-time) or the scheduler at ``scheduler`` when given. ``scheduler="synchronous"`` runs the tasks
-in this process, one after another (debugging, small tests).
+Where tasks run: by default in this process, one after another (so a plain script that calls
+:func:`ingest` starts no processes). ``workers=N`` runs them on a local ``dask.distributed``
+cluster of N single-threaded worker processes (decoding and pyramid building use every core;
+each worker holds one series at a time; the calling script needs an
+``if __name__ == "__main__":`` guard, see :mod:`atlas.ingest.processes`); ``scheduler=ADDRESS``
+on a running cluster. ``scheduler="synchronous"`` is the in-process default, by name. The
+``atlas ingest`` command starts one worker per core unless ``--workers`` says otherwise.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from atlas.errors import ConfigError
-from atlas.ingest import quiet
+from atlas.ingest import ownership, processes, quiet, subjects
 from atlas.ingest.model import FileRef, InstanceInfo, Quarantined
 from atlas.ingest.series import (
     IngestOptions,
@@ -43,7 +46,11 @@ class IngestSummary:
     written: list[SeriesOutcome] = field(default_factory=list)
     skipped: list[SeriesOutcome] = field(default_factory=list)
     failed: list[SeriesOutcome] = field(default_factory=list)
+    #: series another run was ingesting at the same time (see :mod:`atlas.ingest.claims`)
+    busy: list[SeriesOutcome] = field(default_factory=list)
     quarantined: list[Quarantined] = field(default_factory=list)
+    #: entries of the subject map that matched no input
+    subject_map_unused: int = 0
     files_seen: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
@@ -67,6 +74,8 @@ class IngestSummary:
             "series_written": len(self.written),
             "series_skipped": len(self.skipped),
             "series_failed": len(self.failed),
+            "series_busy": len(self.busy),
+            "subject_map_unused": self.subject_map_unused,
             "files_seen": self.files_seen,
             "files_quarantined": len(self.quarantined),
             "bytes_in": self.bytes_in,
@@ -99,7 +108,7 @@ def _safe_ingest(task: SeriesTask) -> SeriesOutcome:
         at = f" at {Path(where.filename).name}:{where.lineno}" if where else ""
         reason = scrub(f"internal error {type(exc).__name__}{at}: {exc}")
         deid = _deidentifier(task.options)
-        series_id = deid.uid(task.group.series_uid)
+        series_id = subjects.ids(deid, task.group)[2]
         return SeriesOutcome(
             series_id=series_id,
             status="failed",
@@ -157,6 +166,7 @@ def run_tasks(
     if scheduler:
         client = Client(scheduler, timeout="20s")
     else:
+        processes.check_can_start_workers()
         n = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
         cluster = LocalCluster(
             n_workers=n,
@@ -186,8 +196,13 @@ def plan(
     collection: str,
     labels: Sequence[str | os.PathLike[str]] = (),
     options: IngestOptions | None = None,
+    subject_map: subjects.SubjectMap | None = None,
 ) -> tuple[list[SeriesTask], list[FileRef], IngestSummary]:
-    """Discover the inputs and build one task per series (NIfTI images are returned apart)."""
+    """Discover the inputs and build one task per series (NIfTI images are returned apart).
+
+    A series whose instances name several subjects becomes one task per subject (see
+    :mod:`atlas.ingest.subjects`).
+    """
     from atlas.ingest.discover import discover
 
     options = options or IngestOptions()
@@ -201,6 +216,11 @@ def plan(
     summary = IngestSummary(files_seen=found.files_seen, quarantined=list(found.quarantined))
     summary.add_notes(notes)
     summary.quarantined.extend(problems)
+    groups = subjects.assign(found.series, subject_map)
+    segs_of, problems = subjects.segmentations_for(groups, by_series, subject_map)
+    summary.quarantined.extend(problems)
+    if subject_map is not None:
+        summary.subject_map_unused = subject_map.unused
     label_refs = [FileRef(str(Path(p))) for p in labels]
     for ref in label_refs:
         if not Path(ref.path).is_file():
@@ -211,11 +231,11 @@ def plan(
             site=site,
             collection=collection,
             group=group,
-            segmentations=by_series.get(group.series_uid, []),
+            segmentations=segs_of[id(group)],
             nifti_labels=label_refs,
             options=options,
         )
-        for group in found.series
+        for group in groups
     ]
     return tasks, list(found.nifti), summary
 
@@ -231,16 +251,41 @@ def ingest(
     scheduler: str | None = None,
     options: IngestOptions | None = None,
     progress: Callable[[SeriesOutcome, IngestSummary, int], None] | None = None,
+    subject_map: subjects.SubjectMap | str | os.PathLike[str] | None = None,
 ) -> IngestSummary:
-    """Ingest ``sources`` into ``store`` for ``site``/``collection``; see :mod:`atlas.ingest`."""
+    """Ingest ``sources`` into ``store`` for ``site``/``collection``; see :mod:`atlas.ingest`.
+
+    Runs in this process unless ``workers`` (local worker processes) or ``scheduler`` (a
+    running dask cluster) is given. ``subject_map`` (a :class:`~atlas.ingest.subjects.SubjectMap`
+    or the path of its CSV file) assigns subjects the data does not name. The store records
+    ``site`` at the first ingest and refuses another name later
+    (:mod:`atlas.ingest.ownership`).
+    """
     from atlas.ingest.nifti import NiftiTask
 
     t0 = time.perf_counter()
     options = options or IngestOptions()
     quiet.take_unattributed()  # count only this run's (discovery reads on a thread pool)
+    if workers is not None and (isinstance(workers, bool) or workers < 1):
+        raise ConfigError(f"workers must be a whole number of at least 1, got {workers!r}")
+    if workers is not None and scheduler is not None:
+        raise ConfigError("give workers= or scheduler=, not both")
+    in_process = scheduler == "synchronous" or (scheduler is None and workers is None)
+    if not in_process:
+        processes.check_store(store)
+    if subject_map is not None and not isinstance(subject_map, subjects.SubjectMap):
+        subject_map = subjects.SubjectMap.from_csv(subject_map)
+    _check_name("site", site)
     store.ensure_reachable(create=True)
+    ownership.check_site(store, site)
     tasks, nifti_images, summary = plan(
-        sources, store=store, site=site, collection=collection, labels=labels, options=options
+        sources,
+        store=store,
+        site=site,
+        collection=collection,
+        labels=labels,
+        options=options,
+        subject_map=subject_map,
     )
     all_tasks: list[Any] = [*tasks]
     label_refs = [FileRef(str(Path(p))) for p in labels]
@@ -257,8 +302,15 @@ def ingest(
     ]
     total = len(all_tasks)
 
+    if all_tasks:
+        ownership.claim_site(store, site)
+
     def on_result(outcome: SeriesOutcome) -> None:
-        bucket = {"written": summary.written, "skipped": summary.skipped}.get(outcome.status)
+        bucket = {
+            "written": summary.written,
+            "skipped": summary.skipped,
+            "busy": summary.busy,
+        }.get(outcome.status)
         (bucket if bucket is not None else summary.failed).append(outcome)
         summary.quarantined.extend(outcome.quarantined)
         summary.bytes_in += outcome.bytes_in
@@ -267,11 +319,17 @@ def ingest(
         if progress:
             progress(outcome, summary, total)
 
-    run_tasks(all_tasks, _dispatch, workers=workers, scheduler=scheduler, on_result=on_result)
+    run_tasks(
+        all_tasks,
+        _dispatch,
+        workers=workers,
+        scheduler="synchronous" if in_process else scheduler,
+        on_result=on_result,
+    )
     outcomes = (*summary.written, *summary.skipped, *summary.failed)
     used = {p for o in outcomes for p in o.used_masks}
     unreadable = {p: why for o in outcomes for p, why in o.mask_problems.items()}
-    if not summary.skipped:  # skipped series do not re-check their masks
+    if not summary.skipped and not summary.busy:  # those series did not check their masks
         summary.quarantined.extend(
             Quarantined(
                 ref,

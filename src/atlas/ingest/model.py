@@ -102,6 +102,9 @@ class InstanceInfo:
     #: why a geometry attribute present in the header is invalid (the instance is quarantined)
     geometry_problem: str | None = None
     bits_allocated: int | None = None
+    #: Patient's Name and Birth Date (a subject key when Patient ID is absent)
+    patient_name: str = ""
+    patient_birth_date: str = ""
 
     def __repr__(self) -> str:
         return f"InstanceInfo(modality={self.modality!r}, rows={self.rows}, cols={self.columns})"
@@ -115,6 +118,12 @@ class SeriesGroup:
     series_uid: str
     modality: str
     instances: list[InstanceInfo] = field(default_factory=list)
+    #: the original value the subject pseudonym derives from (see :mod:`atlas.ingest.subjects`)
+    subject_key: str = ""
+    #: how ``subject_key`` was found: ``map``, ``patient_id``, ``name_birth_date``, ``study_uid``
+    subject_source: str = ""
+    #: this group is one patient's part of a series whose instances name several patients
+    split_by_subject: bool = False
 
     def __repr__(self) -> str:
         return f"SeriesGroup(modality={self.modality!r}, instances={len(self.instances)})"

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from atlas.errors import ConfigError, InvalidInput
-from atlas.ingest import records
+from atlas.ingest import claims, records
 from atlas.ingest.model import FileRef, Quarantined, Volume
 from atlas.ingest.safe_io import ReadLimits, open_member, open_regular
 from atlas.ingest.series import (
@@ -192,6 +192,7 @@ def _local_copy(ref: FileRef, limits: ReadLimits) -> Iterator[str]:
         yield target
 
 
+@claims.scoped
 def ingest_nifti(task: NiftiTask) -> SeriesOutcome:
     """Ingest one NIfTI image (and any ``--labels`` masks that fit it); never raises for bad
     input: an unusable file, or any failure while ingesting it, quarantines that file."""
@@ -232,7 +233,7 @@ def _ingest_local(task: NiftiTask, local: str, t0: float, deid: Any) -> SeriesOu
     series_id = deid.uid(f"nifti-series:{digest}")
     out = SeriesOutcome(series_id=series_id, status="written", n_files=1, bytes_in=size)
     store, collection = task.store, task.collection
-    if already_done(store, collection, out):
+    if already_done(store, collection, out, [task.ref]):
         return out
     try:
         volume = load_nifti_volume(local, limits=task.options.limits)
@@ -292,6 +293,7 @@ def _ingest_local(task: NiftiTask, local: str, t0: float, deid: Any) -> SeriesOu
         "channels": 1, "dtype": str(volume.pixels.dtype), "regularly_spaced": True,
         "part": 1, "parts": 1, "levels": len(image.metadata.levels), "labels": list(labels),
         "source_format": "NIfTI",
+        "subject_source": "file_name", "split_by_subject": False,
     }  # fmt: skip
     out.images = [path]
     out.bytes_out = _stored_size(store, path)

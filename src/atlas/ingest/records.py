@@ -73,6 +73,10 @@ def schemas() -> dict[str, Any]:
                 ("labels", pa.list_(pa.string())),
                 ("source_format", pa.string()),
                 ("record_version", pa.int32()),
+                # how the subject was found (atlas.ingest.subjects), and whether this is one
+                # patient's part of a series that named several
+                ("subject_source", pa.string()),
+                ("split_by_subject", pa.bool_()),
             ]
         ),
         "images": pa.schema(

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from atlas.errors import AtlasError
-from atlas.ingest import journal, records
+from atlas.ingest import claims, journal, ownership, records, subjects
 from atlas.ingest.model import FileRef, InstanceInfo, LabelVolume, Quarantined, SeriesGroup, Volume
 from atlas.ingest.safe_io import DEFAULT_MAX_IMAGE_BYTES, ReadLimits
 from atlas.storage import Store
@@ -83,6 +83,8 @@ class SeriesOutcome:
     mask_problems: dict[str, str] = field(default_factory=dict)
     #: library warnings seen while reading this series' originals, value-free (see ``quiet``)
     notes: dict[str, int] = field(default_factory=dict)
+    #: why the series was not written by this run (``busy``: another run holds it)
+    note: str = ""
 
 
 def _deidentifier(options: IngestOptions) -> Any:
@@ -109,11 +111,14 @@ class Scrubber:
 
 def _originals(group: SeriesGroup, extra: list[InstanceInfo]) -> set[str]:
     out = {group.study_uid, group.series_uid}
+    out.update(v for v in group.subject_key.split("\x00") if v)
     for inst in [*group.instances, *extra]:
         out.update(
             v
             for v in (
                 inst.patient_id,
+                inst.patient_name,
+                inst.patient_birth_date,
                 inst.sop_instance_uid,
                 inst.study_uid,
                 inst.series_uid,
@@ -295,6 +300,7 @@ def _series_row_fields(header: Any) -> dict[str, Any]:
     }
 
 
+@claims.scoped
 def ingest_series(task: SeriesTask) -> SeriesOutcome:
     """Ingest one series (all its volumes and labels); never raises for bad input."""
     from atlas.ingest.deid import burned_in_risk, header_json
@@ -305,15 +311,13 @@ def ingest_series(task: SeriesTask) -> SeriesOutcome:
     t0 = time.perf_counter()
     group = task.group
     deid = _deidentifier(task.options)
-    patient = group.instances[0].patient_id if group.instances else ""
-    subject_id = deid.subject_id(patient)
-    study_id = deid.uid(group.study_uid)
-    series_id = deid.uid(group.series_uid)
+    patient, subject_source = subjects.group_subject(group)
+    subject_id, study_id, series_id = subjects.ids(deid, group)
     out = SeriesOutcome(series_id=series_id, status="written", n_files=len(group.instances))
     out.bytes_in = sum(_size(i.ref) for i in group.instances)
     scrub = Scrubber(_originals(group, task.segmentations))
     store, collection = task.store, task.collection
-    if already_done(store, collection, out):
+    if already_done(store, collection, out, [i.ref for i in group.instances]):
         out.seconds = time.perf_counter() - t0
         return out
 
@@ -343,6 +347,7 @@ def ingest_series(task: SeriesTask) -> SeriesOutcome:
         "study_id": study_id,
         "series_id": series_id,
     }
+    subject_fields = {"subject_source": subject_source, "split_by_subject": group.split_by_subject}
     series_rows: list[dict[str, Any]] = []
     image_rows: list[dict[str, Any]] = []
     annotation_rows: list[dict[str, Any]] = []
@@ -352,6 +357,8 @@ def ingest_series(task: SeriesTask) -> SeriesOutcome:
     for vi, (part, labels) in enumerate(loaded):
         volume = part.volume
         clean_header = deid.deidentify(volume.header, patient_id=patient)
+        if group.split_by_subject:  # a part of a mixed series: its own study and series ids
+            clean_header.StudyInstanceUID, clean_header.SeriesInstanceUID = study_id, series_id
         fields = _series_row_fields(clean_header)
         suffix = "" if len(volume_groups) == 1 and part.count == 1 else f"_v{vi + 1}"
         path = f"{collection}/{subject_id}/{study_id}/{series_id}{suffix}.ome.zarr"
@@ -377,7 +384,7 @@ def ingest_series(task: SeriesTask) -> SeriesOutcome:
             },
             extra_attributes={
                 "dicom": header_json(clean_header),
-                "series": {**base, "volume": vi, **fields},
+                "series": {**base, "volume": vi, **fields, **subject_fields},
                 "regularly_spaced": volume.regularly_spaced,
                 "spacing_note": volume.spacing_note,
                 "part": part.attributes(),
@@ -439,6 +446,7 @@ def ingest_series(task: SeriesTask) -> SeriesOutcome:
                 "levels": len(meta.levels),
                 "labels": [name for name, _ in labels],
                 "source_format": "DICOM",
+                **subject_fields,
             }
         )
         out.bytes_out += _stored_size(store, path)
@@ -457,15 +465,39 @@ def ingest_series(task: SeriesTask) -> SeriesOutcome:
     return out
 
 
-def already_done(store: Store, collection: str, out: SeriesOutcome) -> bool:
-    """If the journal has the series, fill ``out`` as skipped from its entry (one read)."""
-    entry = journal.read_entry(store, collection, out.series_id)
-    if entry is None:
-        return False
-    out.status = "skipped"
-    out.images = list(entry.get("images", []))
-    out.n_images = int(entry.get("n_images", 0))
-    return True
+def already_done(
+    store: Store, collection: str, out: SeriesOutcome, refs: list[FileRef] | None = None
+) -> bool:
+    """Whether this run must not write the series; ``out`` then says why.
+
+    ``skipped``: the journal has it (filled from its entry, one read); ``busy``: another run
+    holds its claim (:mod:`atlas.ingest.claims`); ``quarantined`` (``refs`` with the reason):
+    the series is in another collection of the site (:mod:`atlas.ingest.ownership`). Otherwise
+    the series is claimed for the calling task and ``False`` is returned.
+    """
+
+    def from_journal() -> bool:
+        entry = journal.read_entry(store, collection, out.series_id)
+        if entry is None:
+            return False
+        out.status = "skipped"
+        out.images = list(entry.get("images", []))
+        out.n_images = int(entry.get("n_images", 0))
+        return True
+
+    if from_journal():
+        return True
+    if not claims.take(store, out.series_id):
+        out.status, out.note = "busy", claims.BUSY
+        return True
+    if from_journal():  # another run finished it while we looked
+        return True
+    why = ownership.refusal(store, out.series_id, collection)
+    if why is not None:
+        out.status, out.note = "quarantined", why
+        out.quarantined.extend(Quarantined(r, why, out.series_id) for r in refs or [])
+        return True
+    return False
 
 
 def finish(
@@ -484,6 +516,7 @@ def finish(
         ("annotations", annotation_rows),
     ):
         records.write_table(store, table, collection, series_id, rows)
+    ownership.record_series(store, series_id, collection)
     out.n_images = len(image_rows)
     out.n_annotations = len(annotation_rows)
     journal.mark_done(
