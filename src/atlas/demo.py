@@ -130,8 +130,20 @@ def run_demo(
 DEMO_SECRET_ENV = "ATLAS_SITE_SECRET"
 
 
+def demo_sources_dir(data_dir: Path) -> Path:
+    """Where the demo writes its synthetic DICOM study: beside the store, never inside it.
+
+    Source data (with its original patient ids) must never live in a store: the store holds
+    only what ingest de-identified.
+    """
+    return Path(data_dir).resolve().parent / "atlas-demo-sources"
+
+
 def ingest_demo(store: Store, data_dir: Path, console: Console) -> dict[str, Any]:
-    """Generate a synthetic DICOM study (CT + SEG + RTSTRUCT + NIfTI) and ingest it."""
+    """Generate a synthetic DICOM study (CT + SEG + RTSTRUCT + NIfTI) and ingest it.
+
+    The study is written to :func:`demo_sources_dir` (beside the store) and read from there.
+    """
     import os
 
     from atlas.ingest import records
@@ -145,11 +157,18 @@ def ingest_demo(store: Store, data_dir: Path, console: Console) -> dict[str, Any
             f"[yellow]${DEMO_SECRET_ENV} is not set: using a fixed demo key. Set your site's "
             "own secret before ingesting real data.[/]"
         )
-    study = make_study(data_dir / "demo-dicom", shape=(64, 256, 256), seed=7)
+    sources = demo_sources_dir(data_dir)
+    legacy = Path(data_dir) / "demo-dicom"  # where earlier versions wrote it: inside the store
+    if legacy.is_dir():
+        import shutil
+
+        shutil.rmtree(legacy)
+        console.print(f"[yellow]Removed the old demo sources from the store ({legacy}).[/]")
+    study = make_study(sources, shape=(64, 256, 256), seed=7)
     assert study.seg_file and study.rtstruct_file and study.nifti_file
     console.print(
         f"[bold]Ingesting[/] a synthetic DICOM study ({len(study.ct_files)} CT slices, SEG, "
-        "RTSTRUCT, NIfTI mask) as site 'demo', collection 'demo'"
+        f"RTSTRUCT, NIfTI mask; sources in {sources}) as site 'demo', collection 'demo'"
     )
     summary = ingest(
         [study.ct_files[0].parent, study.seg_file, study.rtstruct_file],
