@@ -146,7 +146,7 @@ def test_crafted_subject_keys_and_subject_map(tmp_path) -> None:
     src = tmp_path / "src"
     named = _crafted(src / "named.dcm", 1, PatientID=None, PatientName="Doe^Jane",
                      PatientBirthDate="19610203")  # fmt: skip
-    same = _crafted(src / "same.dcm", 2, PatientID="", PatientName="DOE^JANE ^",
+    _crafted(src / "same.dcm", 2, PatientID="", PatientName="DOE^JANE ^",
                     PatientBirthDate="19610203")  # fmt: skip
     anonymous = _crafted(src / "anonymous.dcm", 3, PatientID=None, PatientName="ANONYMOUS",
                          PatientBirthDate="19610203")  # fmt: skip
@@ -330,7 +330,7 @@ def test_store_remembers_its_site(tmp_path) -> None:
     store_dir = tmp_path / "store"
     ingest([ct], store=open_store(store_dir), site="amsterdam", collection="c", options=OPTIONS)
     assert ownership.recorded_site(open_store(store_dir)) == "amsterdam"
-    with pytest.raises(ConfigError, match="belongs to site 'amsterdam'.*not 'demo'"):
+    with pytest.raises(ConfigError, match=r"belongs to site 'amsterdam'.*not 'demo'"):
         ingest([ct], store=open_store(store_dir), site="demo", collection="d", options=OPTIONS)
     assert not (store_dir / "d").exists()
     with pytest.raises(ConfigError, match="belongs to site 'amsterdam'"):
