@@ -548,3 +548,24 @@ def test_demo_keeps_its_sources_out_of_the_store(tmp_path, monkeypatch) -> None:
     twin = make_study(tmp_path / "twin", shape=(64, 256, 256), seed=7)  # the demo's own study
     assert twin.patient_id and twin.study_uid
     _assert_absent([c for c in twin.canaries if len(c) >= 6], data_dir, [])
+
+
+def test_split_series_gets_only_its_own_patients_segmentations() -> None:
+    from atlas.ingest.model import FileRef, InstanceInfo, SeriesGroup
+    from atlas.ingest.subjects import assign, segmentations_for
+
+    def inst(name: str, patient: str, modality: str = "CT") -> InstanceInfo:
+        return InstanceInfo(FileRef(name), "1.2.840.10008.5.1.4.1.1.2", f"1.2.{len(name)}",
+                            "1.2.3", "1.2.3.4", modality, patient)  # fmt: skip
+
+    group = SeriesGroup("1.2.3", "1.2.3.4", "CT", [inst("a1", "A"), inst("b1", "B"),
+                                                    inst("a2", "A")])  # fmt: skip
+    parts = assign([group])
+    assert [(p.subject_key, len(p.instances), p.split_by_subject) for p in parts] == [
+        ("A", 2, True), ("B", 1, True)
+    ]  # fmt: skip
+    seg_b, seg_c = inst("seg-b", "B", "SEG"), inst("seg-c", "C", "SEG")
+    per_part, problems = segmentations_for(parts, {"1.2.3.4": [seg_b, seg_c]})
+    assert per_part[id(parts[0])] == [] and per_part[id(parts[1])] == [seg_b]
+    assert [q.ref.path for q in problems] == ["seg-c"]
+    assert "mixes patients" in problems[0].reason

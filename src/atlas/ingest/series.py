@@ -111,7 +111,8 @@ class Scrubber:
 
 def _originals(group: SeriesGroup, extra: list[InstanceInfo]) -> set[str]:
     out = {group.study_uid, group.series_uid}
-    out.update(v for v in group.subject_key.split("\x00") if v)
+    if group.subject_source == "map":  # the site's own patient id (derived keys are below)
+        out.add(group.subject_key)
     for inst in [*group.instances, *extra]:
         out.update(
             v
