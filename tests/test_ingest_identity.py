@@ -569,3 +569,32 @@ def test_split_series_gets_only_its_own_patients_segmentations() -> None:
     assert per_part[id(parts[0])] == [] and per_part[id(parts[1])] == [seg_b]
     assert [q.ref.path for q in problems] == ["seg-c"]
     assert "mixes patients" in problems[0].reason
+
+
+def test_claims_are_renewed_and_released_when_a_series_fails(tmp_path, monkeypatch) -> None:
+    from pydicom.data import get_testdata_file
+
+    import atlas.ingest.series as series_module
+
+    store = open_store(tmp_path / "store")
+    store.ensure_reachable(create=True)
+    monkeypatch.setattr(claims, "RENEW_S", 0.05)
+    held = claims.acquire(store, "2.25.9")
+    assert held is not None
+    first = json.loads(store.read_bytes(claims.claim_key("2.25.9")))["renewed_unix"]
+    deadline = time.monotonic() + 20
+    again = first
+    while again == first and time.monotonic() < deadline:
+        time.sleep(0.05)
+        again = json.loads(store.read_bytes(claims.claim_key("2.25.9")))["renewed_unix"]
+    assert again > first and not held.lost
+    held.release()
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(series_module, "_labels_for_volume", broken)
+    summary = ingest([get_testdata_file("CT_small.dcm")], store=store, site="s", collection="c",
+                     options=OPTIONS)  # fmt: skip
+    assert [o.status for o in summary.failed] == ["failed"]
+    assert store.list(claims.CLAIMS_PREFIX + "/") == []  # released although the task raised
