@@ -211,12 +211,12 @@ def test_label_and_header_free_text_never_written(hostile, tmp_path, capfd) -> N
 
     cli("ingest", *sources, "--site", "s1", "--collection", "c1", "--store", str(store_dir),
         "--secret-env", SECRET_ENV, "--report", str(report))  # fmt: skip
-    cli("consent", "set", "research", "--collection", "c1", "--store", str(store_dir))
-    cli("index", "build", "--store", str(store_dir))
-    rows_json = cli("query", "--table", "annotations", "--format", "json", "--limit", "0",
-                    "--store", str(store_dir))  # fmt: skip
-    cli("query", "--table", "annotations", "--limit", "0", "--store", str(store_dir))
-    cli("query", "label == 'GTV'", "--table", "annotations", "--count", "--store", str(store_dir))
+    site = ["--store", str(store_dir), "--site", "s1"]  # the store refuses another site name
+    cli("consent", "set", "research", "--collection", "c1", *site)
+    cli("index", "build", *site)
+    rows_json = cli("query", "--table", "annotations", "--format", "json", "--limit", "0", *site)
+    cli("query", "--table", "annotations", "--limit", "0", *site)
+    cli("query", "label == 'GTV'", "--table", "annotations", "--count", *site)
     captured = capfd.readouterr()
     texts = [("cli", "\n".join(outputs)), ("stdout", captured.out), ("stderr", captured.err)]
     texts.append(("report", report.read_text()))

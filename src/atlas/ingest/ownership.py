@@ -17,6 +17,7 @@ Both objects hold names only (site, collection), never an original or pseudonymo
 from __future__ import annotations
 
 import json
+import os
 
 from atlas.errors import ConfigError, NotFound
 from atlas.ingest.journal import JOURNAL_PREFIX
@@ -28,6 +29,8 @@ OWNERS_PREFIX = f"{JOURNAL_PREFIX}/_owners"
 
 def recorded_site(store: Store) -> str | None:
     """The site recorded in ``store``, or ``None`` if nothing was ingested yet (reads only)."""
+    if store.location.scheme == "file" and not os.path.isdir(store.location.root):
+        return None  # no store yet: reading must not create its folder
     try:
         data = json.loads(store.read_bytes(SITE_KEY))
     except NotFound:
