@@ -378,7 +378,7 @@ s = ingest(sources, store=open_store(store), site="s", collection="race",
            options=IngestOptions(secret_env={SECRET_ENV!r}))
 print(json.dumps({{"written": len(s.written), "skipped": len(s.skipped), "busy": len(s.busy),
                   "failed": len(s.failed), "reasons": [q.reason for q in s.quarantined],
-                  "notes": [o.note for o in s.busy]}}))
+                  "reasons_busy": [o.status_reason for o in s.busy]}}))
 """
 
 
@@ -410,7 +410,7 @@ def test_two_ingests_of_the_same_source_at_once(tmp_path) -> None:
     for r in results:
         assert r["failed"] == 0 and r["reasons"] == [], r
         assert r["written"] + r["skipped"] + r["busy"] == 3
-        assert all("being ingested by another run" in n for n in r["notes"])
+        assert all("being ingested by another run" in n for n in r["reasons_busy"])
     assert sum(r["written"] for r in results) == 3, results  # every series written once
     store = open_store(store_dir)
     assert len(journal.finished(store, "race")) == 3

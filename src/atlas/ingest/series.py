@@ -84,7 +84,7 @@ class SeriesOutcome:
     #: library warnings seen while reading this series' originals, value-free (see ``quiet``)
     notes: dict[str, int] = field(default_factory=dict)
     #: why the series was not written by this run (``busy``: another run holds it)
-    note: str = ""
+    status_reason: str = ""
 
 
 def _deidentifier(options: IngestOptions) -> Any:
@@ -489,13 +489,13 @@ def already_done(
     if from_journal():
         return True
     if not claims.take(store, out.series_id):
-        out.status, out.note = "busy", claims.BUSY
+        out.status, out.status_reason = "busy", claims.BUSY
         return True
     if from_journal():  # another run finished it while we looked
         return True
     why = ownership.refusal(store, out.series_id, collection)
     if why is not None:
-        out.status, out.note = "quarantined", why
+        out.status, out.status_reason = "quarantined", why
         out.quarantined.extend(Quarantined(r, why, out.series_id) for r in refs or [])
         return True
     return False
