@@ -341,6 +341,10 @@ def test_store_remembers_its_site(tmp_path) -> None:
     assert "pass --site amsterdam" in str(bad.exception)
     ok = runner.invoke(app, ["index", "build", "--store", str(store_dir), "--site", "amsterdam"])
     assert ok.exit_code == 0, ok.output
+    # without --site, a --store command works as the site the store records
+    shown = runner.invoke(app, ["index", "show", "--store", str(store_dir)])
+    assert shown.exit_code == 0, shown.output
+    assert "amsterdam" in shown.output and "local" not in shown.output
     # two first ingests with different names at once: exactly one name is recorded
     import threading
 

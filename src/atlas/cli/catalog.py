@@ -22,27 +22,39 @@ T = TypeVar("T")
 
 SitesOption = typer.Option(None, "--sites", help="sites.toml (default: $ATLAS_SITES).")
 StoreOption = typer.Option(None, "--store", help="A single store URL instead of sites.toml.")
-SiteOption = typer.Option("local", "--site", help="Site name (with --store).")
+SiteOption = typer.Option(
+    None,
+    "--site",
+    help="Site name (with --store; default: the site the store records, else 'local').",
+)
+#: The site name of a store that records none yet (nothing ingested into it).
+DEFAULT_SITE = "local"
 
 index_app = typer.Typer(help="Build and inspect the sharded index of a site.")
 release_app = typer.Typer(help="Releases: named sets of pinned index versions across sites.")
 consent_app = typer.Typer(help="The consent registry of a site.")
 
 
-def resolve_stores(sites: Path | None, store: str | None, site: str) -> dict[str, Store]:
-    """site name → store, from --store/--site or from sites.toml."""
-    from atlas.config import load_sites
+def _single_store(url: str, site: str | None) -> dict[str, Store]:
+    """One store by URL under ``site``, or under the site it records when ``site`` is None."""
+    from atlas.ingest.ownership import check_site, recorded_site
     from atlas.storage import open_store
 
-    if store is not None:
-        from atlas.ingest.ownership import check_site
+    name = site or recorded_site(open_store(url)) or DEFAULT_SITE
+    one = open_store(url, site=name)
+    check_site(one, name)  # the store's recorded site, if any, must be the one named
+    return {name: one}
 
-        one = open_store(store, site=site)
-        check_site(one, site)  # the store's recorded site, if any, must be the one named
-        return {site: one}
+
+def resolve_stores(sites: Path | None, store: str | None, site: str | None) -> dict[str, Store]:
+    """site name → store, from --store/--site or from sites.toml (else ./atlas-data)."""
+    from atlas.config import load_sites
+
+    if store is not None:
+        return _single_store(store, site)
     configured = load_sites(sites)
     if not configured:
-        return {site: open_store("atlas-data", site=site)}
+        return _single_store("atlas-data", site)
     return {s.name: s.store() for s in configured}
 
 
@@ -93,7 +105,7 @@ def _store_args(sites: Path | None, store: str | None, site: str) -> str:
 def index_build(
     sites: Path | None = SitesOption,
     store: str | None = StoreOption,
-    site: str = SiteOption,
+    site: str | None = SiteOption,
     shards: int = typer.Option(
         0, help="Number of shards: a power of two from 1 to 4096 (0: chosen by size)."
     ),
@@ -133,7 +145,7 @@ def index_build(
 def index_gc(
     sites: Path | None = SitesOption,
     store: str | None = StoreOption,
-    site: str = SiteOption,
+    site: str | None = SiteOption,
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Only list what would be removed; delete nothing."
     ),
@@ -169,7 +181,7 @@ def index_gc(
 def index_show(
     sites: Path | None = SitesOption,
     store: str | None = StoreOption,
-    site: str = SiteOption,
+    site: str | None = SiteOption,
 ) -> None:
     """Show each site's current index version, shards and row counts."""
     from atlas.index.catalog import open_atlas
@@ -207,7 +219,7 @@ def query_command(
     strict: bool = typer.Option(False, "--strict", help="Fail if any site does not answer."),
     sites: Path | None = SitesOption,
     store: str | None = StoreOption,
-    site: str = SiteOption,
+    site: str | None = SiteOption,
 ) -> None:
     """Query the federated catalog; every site answers in parallel."""
     from atlas.index.catalog import open_atlas
@@ -325,7 +337,7 @@ def release_create(
     note: str = typer.Option("", help="What the release is for."),
     sites: Path | None = SitesOption,
     store: str | None = StoreOption,
-    site: str = SiteOption,
+    site: str | None = SiteOption,
 ) -> None:
     """Pin every site's current index version under NAME."""
     from atlas.index.release import create_release
@@ -342,7 +354,7 @@ def consent_set(
     subject: str | None = typer.Option(None, help="Set one subject's scopes (pseudonym)."),
     sites: Path | None = SitesOption,
     store: str | None = StoreOption,
-    site: str = SiteOption,
+    site: str | None = SiteOption,
 ) -> None:
     """Record consent scopes; rebuild the index for queries to see them."""
     from atlas.index import consent
@@ -371,7 +383,7 @@ def erase_command(
     secret_env: str = typer.Option("ATLAS_SITE_SECRET", "--secret-env"),
     sites: Path | None = SitesOption,
     store: str | None = StoreOption,
-    site: str = SiteOption,
+    site: str | None = SiteOption,
 ) -> None:
     """Erase a subject (GDPR Art. 17): images, labels, records, index rows; then verify."""
     from atlas.index.erase import erase_subject
