@@ -54,8 +54,8 @@ _TABLE_COLUMNS: dict[str, dict[str, str]] = {
         "age_years": "float", "acquisition_date": "str", "slice_thickness": "float",
         "spacing_z": "float", "spacing_y": "float", "spacing_x": "float", "size_z": "int",
         "size_y": "int", "size_x": "int", "channels": "int", "dtype": "str",
-        "regularly_spaced": "bool", "part": "int", "parts": "int", "levels": "int",
-        "source_format": "str", "image_path": "str",
+        "regularly_spaced": "bool", "tilt_deg": "float", "part": "int", "parts": "int",
+        "levels": "int", "source_format": "str", "image_path": "str",
     },
     "images": {
         **_COMMON, "image_id": "str", "sop_instance_id": "str", "frame": "int",

@@ -236,6 +236,9 @@ class StackGeometry:
     note: str | None
     #: the Image Position (Patient) of each z slice (``None`` without patient geometry)
     slice_origins: list[tuple[float, float, float]] | None = None
+    #: the constant LPS step (mm) from one slice's Image Position to the next when it is not
+    #: along the normal (gantry tilt: a sheared affine); ``None`` otherwise
+    slice_step: tuple[float, float, float] | None = None
 
 
 def stack_geometry(
@@ -315,11 +318,17 @@ def stack_geometry(
     if step <= 0:
         step = single_z
     # Positions that drift within the image plane (gantry tilt, shear) are not described by
-    # origin + direction * spacing; say so rather than silently resampling.
+    # origin + direction * spacing. A constant step (every slice on first + k * step) is
+    # written exactly as a sheared affine (decision 0027); a varying drift is flagged rather
+    # than silently resampled.
     first, last = located[0], located[-1]
     along = float(np.dot(last - first, direction[:, 0]))
     drift = float(np.linalg.norm((last - first) - along * direction[:, 0]))
-    if drift > _SHEAR_TOLERANCE * abs(along) + POSITION_TOLERANCE_MM:
+    sheared = drift > _SHEAR_TOLERANCE * abs(along) + POSITION_TOLERANCE_MM
+    slice_step = _constant_step(located, direction, (dy, dx)) if sheared and regular else None
+    if slice_step is not None:
+        sheared = False  # described exactly by a sheared affine (decision 0027)
+    if sheared:
         notes.append(
             f"slice positions drift {drift:.4g} mm within the image plane over the stack "
             "(gantry tilt or sheared acquisition); the affine does not describe every slice"
@@ -333,7 +342,33 @@ def stack_geometry(
         regularly_spaced=regular,
         note="; ".join(notes) or None,
         slice_origins=origins,
+        slice_step=slice_step,
     )
+
+
+def _constant_step(
+    located: np.ndarray, direction: np.ndarray, pixel_spacing: tuple[float, float]
+) -> tuple[float, float, float] | None:
+    """The constant step between consecutive Image Positions, if every slice is on it.
+
+    Each slice may deviate from ``first + k * step`` by a tenth of the step along the normal
+    (:data:`SLICE_POSITION_TOLERANCE`, as :func:`on_grid`) and by a tenth of a pixel within the
+    image plane (at least :data:`POSITION_TOLERANCE_MM`); otherwise ``None`` (varying shear).
+    """
+    n = located.shape[0]
+    step = (located[-1] - located[0]) / (n - 1)
+    dev = located - (located[0] + np.arange(n)[:, None] * step[None, :])
+    normal = direction[:, 0]
+    along = np.abs(dev @ normal)
+    inplane = np.linalg.norm(dev - np.outer(dev @ normal, normal), axis=1)
+    step_normal = abs(float(step @ normal))
+    if step_normal <= POSITION_TOLERANCE_MM:
+        return None
+    tol_normal = max(SLICE_POSITION_TOLERANCE * step_normal, POSITION_TOLERANCE_MM)
+    tol_plane = max(0.1 * min(pixel_spacing), POSITION_TOLERANCE_MM)
+    if np.all(along <= tol_normal) and np.all(inplane <= tol_plane):
+        return (float(step[0]), float(step[1]), float(step[2]))
+    return None
 
 
 def _cluster_positions(dists: Sequence[float]) -> list[list[int]]:

@@ -75,7 +75,13 @@ class _Grid:
         self.origin = np.asarray(volume.origin, dtype=np.float64).reshape(3)
         if np.any(self.spacing <= 0) or abs(np.linalg.det(self.direction)) < 1e-6:
             raise InvalidInput("the image volume has degenerate geometry (spacing or direction)")
-        self.inv_direction = np.linalg.inv(self.direction)
+        # The matrix whose inverse maps LPS offsets to mm along (z, y, x): for a sheared stack
+        # (gantry tilt) its first column is the slice step per mm along the normal, so a point
+        # on slice k is measured within the plane from slice k's own first voxel.
+        self.frame = self.direction.copy()
+        if volume.slice_step is not None:
+            self.frame[:, 0] = np.asarray(volume.slice_step, dtype=np.float64) / self.spacing[0]
+        self.inv_direction = np.linalg.inv(self.frame)
         nz = self.shape[0]
         positions = [float(p) for p in (volume.slice_positions or [])]
         if len(positions) == nz and nz > 1:
@@ -95,7 +101,7 @@ class _Grid:
     def affine(self) -> np.ndarray:
         """4x4 voxel ``(z, y, x, 1)`` -> LPS mm (regular spacing)."""
         a = np.eye(4)
-        a[:3, :3] = self.direction * self.spacing[None, :]
+        a[:3, :3] = self.frame * self.spacing[None, :]
         a[:3, 3] = self.origin
         return a
 

@@ -158,6 +158,18 @@ class Volume:
     #: LPS position (mm) of each z slice's first voxel (its Image Position (Patient)); ``None``
     #: for images without patient geometry
     slice_origins: list[tuple[float, float, float]] | None = None
+    #: LPS step (mm) between consecutive slices' first voxels when it is not along the normal
+    #: (gantry tilt; the image's affine is sheared), else ``None``
+    slice_step: tuple[float, float, float] | None = None
+
+    @property
+    def tilt_deg(self) -> float | None:
+        """Angle (degrees) between :attr:`slice_step` and the slice normal, or ``None``."""
+        if self.slice_step is None:
+            return None
+        step = np.asarray(self.slice_step, dtype=np.float64)
+        along = abs(float(step @ np.asarray(self.direction, dtype=np.float64)[:, 0]))
+        return float(np.degrees(np.arccos(min(1.0, along / float(np.linalg.norm(step))))))
 
     def __repr__(self) -> str:
         return f"Volume(shape={self.pixels.shape}, dtype={self.pixels.dtype})"

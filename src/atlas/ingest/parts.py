@@ -134,6 +134,7 @@ def regular_parts(volume: Volume) -> list[VolumePart]:
             ),
             spacing_note=geometry.note,
             slice_origins=list(origins[start:stop]),
+            slice_step=geometry.slice_step,
         )
         parts.append(VolumePart(part, start, stop, k, len(runs), reason))
     return parts

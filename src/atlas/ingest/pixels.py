@@ -623,6 +623,7 @@ def _load(instances: list[InstanceInfo], reader: _Reader) -> Volume:
         instances=list(ordered),
         spacing_note=note,
         slice_origins=geometry.slice_origins,
+        slice_step=geometry.slice_step,
         frame_of_reference_uid=first.frame_of_reference_uid
         or (str(header.FrameOfReferenceUID) if header.get("FrameOfReferenceUID") else None),
     )

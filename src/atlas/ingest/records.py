@@ -66,6 +66,8 @@ def schemas() -> dict[str, Any]:
                 ("channels", pa.int32()),
                 ("dtype", pa.string()),
                 ("regularly_spaced", pa.bool_()),
+                # gantry tilt (degrees) of a stack written with a sheared affine, else null
+                ("tilt_deg", pa.float32()),
                 # part k of n of a series split where its slices are not evenly spaced
                 ("part", pa.int32()),
                 ("parts", pa.int32()),
@@ -205,4 +207,4 @@ def read_table(store: Store, table: str, collection: str | None = None) -> Any:
     ]
     if not parts:
         return schemas()[table].empty_table()
-    return pa.concat_tables(parts)
+    return pa.concat_tables(parts, promote_options="default")

@@ -22,7 +22,7 @@ STATUS_COMPLETE = "complete"
 #: keys of the ``atlas`` group attribute that Atlas itself writes and reads
 ATLAS_KEYS = frozenset(
     {"format", "status", "name", "modality", "spacing", "origin", "direction", "affine",
-     "windows", "value_range", "labels", "layout", "levels"}
+     "windows", "value_range", "labels", "layout", "levels", "sheared", "tilt_deg"}
 )  # fmt: skip
 
 
@@ -157,6 +157,36 @@ def check_direction(direction: Any, n_spatial: int) -> np.ndarray:
             f"got D^T D = {np.round(gram, 4).tolist()}"
         )
     return d
+
+
+def check_slice_step(
+    slice_step: Any, spacing: tuple[float, ...], direction: np.ndarray
+) -> tuple[np.ndarray, float] | None:
+    """Validate the slice step of a sheared stack; return it and its tilt in degrees.
+
+    ``None`` stays ``None``. Otherwise the image must be 3-D, the step three finite numbers
+    whose component along the slice normal (``direction`` column 0) equals ``spacing[0]``
+    (within 1e-3 relative) and that is not along the normal (a step along the normal is not a
+    shear: pass ``None``). The affine's first column becomes the step, so every slice's first
+    voxel lands on its own position; the other columns stay ``direction * spacing``.
+    """
+    if slice_step is None:
+        return None
+    if len(spacing) != 3:
+        raise InvalidInput("slice_step (a sheared slice axis) needs a 3-D image")
+    step = np.asarray(slice_step, dtype=np.float64).reshape(-1)
+    if step.shape != (3,) or not np.all(np.isfinite(step)):
+        raise InvalidInput("slice_step must be 3 finite numbers (LPS mm per slice)")
+    along = float(step @ direction[:, 0])
+    if abs(along - spacing[0]) > 1e-3 * spacing[0]:
+        raise InvalidInput(
+            f"slice_step's component along the slice normal ({along:.6g} mm) must equal the "
+            f"z spacing ({spacing[0]:.6g} mm)"
+        )
+    tilt = float(np.degrees(np.arccos(min(1.0, along / float(np.linalg.norm(step))))))
+    if tilt < 1e-6:
+        raise InvalidInput("slice_step is along the slice normal: not a shear, pass None")
+    return step, tilt
 
 
 def ome_translation(origin: tuple[float, float, float], n_spatial: int) -> tuple[float, ...]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -40,6 +40,7 @@ from atlas.ome.metadata import (
     WindowPreset,
     affine_matrix,
     check_direction,
+    check_slice_step,
     default_color,
     default_direction,
     label_json,
@@ -328,6 +329,7 @@ def write_image(
     max_levels: int | None = None,
     extra_attributes: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    slice_step: Sequence[float] | None = None,
 ) -> Any:
     """Write ``data`` as an OME-Zarr v0.5 image at ``path`` (which must end in ``.ome.zarr``).
 
@@ -354,6 +356,12 @@ def write_image(
         Label images by name; each must have the image's spatial shape and an integer dtype.
     layout:
         Chunk/shard shapes and compression (:class:`Layout`).
+    slice_step:
+        For a sheared 3-D stack (gantry tilt): the LPS step in mm from voxel ``(k, 0, 0)`` to
+        ``(k + 1, 0, 0)``. Its component along the slice normal (``direction`` column 0) must
+        equal ``spacing[0]``; ``atlas.affine`` then has it as its first column and records
+        ``sheared: true`` and ``tilt_deg``, while ``direction`` stays orthonormal and the OME
+        transforms keep the z scale along the normal (OME cannot express shear).
     overwrite:
         Replace a complete image at ``path``. Without it, :class:`AlreadyExists` is raised.
         Leftovers of an interrupted write are always replaced.
@@ -396,6 +404,7 @@ def write_image(
     if len(origin_t) != 3 or not all(math.isfinite(o) for o in origin_t):
         raise InvalidInput(f"origin must be 3 finite numbers (LPS mm), got {origin!r}")
     dmat = check_direction(default_direction(n_sp) if direction is None else direction, n_sp)
+    shear = check_slice_step(slice_step, spacing_t, dmat)
     label_specs = dict(labels or {})
     for lname, spec in label_specs.items():
         _check_name("label", lname)
@@ -449,6 +458,8 @@ def write_image(
                 _group_doc({"ome": {"version": OME_VERSION, "labels": list(label_specs)}}),
             )
         affine = affine_matrix(spacing_t, origin_t, dmat)
+        if shear is not None:
+            affine[:3, 0] = shear[0]
         mid = plan[0].shape[0] // 2 if n_sp == 3 else 0
         attrs = {
             "ome": {
@@ -480,6 +491,7 @@ def write_image(
                         {"path": lv.path, "shape": list(lv.shape), "shards": list(lv.shards)}
                         for lv in levels
                     ],
+                    **({"sheared": True, "tilt_deg": shear[1]} if shear is not None else {}),
                     **dict(extra_attributes or {}),
                 },
             ),
