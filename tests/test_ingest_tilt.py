@@ -139,3 +139,29 @@ def test_writer_accepts_only_a_consistent_slice_step(tmp_path: Path) -> None:
     image = write_image(store, "z.ome.zarr", data, spacing=(2.0, 1.0, 1.0), slice_step=(0, 1, 2))
     np.testing.assert_allclose(image.metadata.affine[:3, 0], (0.0, 1.0, 2.0))
     np.testing.assert_allclose(image.metadata.direction, np.eye(3)[:, ::-1])
+
+
+def test_tilted_stack_with_a_gap_is_split_into_sheared_parts(tmp_path: Path) -> None:
+    """Missing slices still split the stack (decision 0015); each part keeps the shear."""
+    study, ipps = _study(tmp_path / "src", TILT_DEG)
+    by_z = sorted(study.ct_files, key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2]))
+    for k in (4, 5):
+        ipps.pop(str(pydicom.dcmread(by_z[k]).SOPInstanceUID))
+        by_z[k].unlink()
+    summary, store = _ingest([tmp_path / "src"], tmp_path / "store")
+    assert not summary.quarantined
+    (written,) = summary.written
+    assert len(written.images) == 2
+    deid = Deidentifier.from_env(SECRET_ENV)
+    truth = {deid.uid(u): ipp for u, ipp in ipps.items()}
+    rows = records.read_table(store, "images").to_pylist()
+    assert {r["sop_instance_id"] for r in rows} == set(truth)
+    for row in rows:
+        meta = open_image(store, row["image_path"]).metadata
+        lps = meta.affine @ np.array([row["z_index"], 5.0, 17.0, 1.0])
+        expected = (
+            truth[row["sop_instance_id"]]
+            + 5 * SPACING[1] * meta.direction[:, 1]
+            + 17 * SPACING[2] * meta.direction[:, 2]
+        )
+        np.testing.assert_allclose(lps[:3], expected, atol=1e-3)
