@@ -28,7 +28,7 @@ import stat
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any, cast
 
@@ -224,23 +224,17 @@ def _new_spool() -> Any:
     return tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES, prefix="atlas-ingest-")
 
 
-def spool(src: IO[bytes], cap: int, what: str) -> IO[bytes]:
-    """Copy ``src`` into a spooled temporary file, at most ``cap`` bytes, rewound.
-
-    Raises :class:`LimitExceeded` (naming ``what``) as soon as more than ``cap`` bytes come.
-    """
+def _spool_chunks(chunks: Iterable[bytes], cap: int, too_big: str) -> IO[bytes]:
+    """Write ``chunks`` into a spooled temporary file, rewound; :class:`LimitExceeded` with the
+    message ``too_big`` as soon as more than ``cap`` bytes come (the file is closed on error)."""
     out = _new_spool()
     try:
         total = 0
-        while True:
-            chunk = src.read(_CHUNK)
-            if not chunk:
-                break
+        for chunk in chunks:
             total += len(chunk)
             if total > cap:
                 raise LimitExceeded(
-                    f"{what} holds more than {format_size(cap)}, over the limit "
-                    "(raise --max-image-bytes to accept it)"
+                    f"{too_big}, over the limit (raise --max-image-bytes to accept it)"
                 )
             out.write(chunk)
         out.seek(0)
@@ -248,6 +242,15 @@ def spool(src: IO[bytes], cap: int, what: str) -> IO[bytes]:
     except BaseException:
         out.close()
         raise
+
+
+def spool(src: IO[bytes], cap: int, what: str) -> IO[bytes]:
+    """Copy ``src`` into a spooled temporary file, at most ``cap`` bytes, rewound.
+
+    Raises :class:`LimitExceeded` (naming ``what``) as soon as more than ``cap`` bytes come.
+    """
+    chunks = iter(lambda: src.read(_CHUNK), b"")
+    return _spool_chunks(chunks, cap, f"{what} holds more than {format_size(cap)}")
 
 
 def open_member(zf: zipfile.ZipFile, name: str, limits: ReadLimits) -> IO[bytes]:
@@ -263,6 +266,22 @@ def open_member(zf: zipfile.ZipFile, name: str, limits: ReadLimits) -> IO[bytes]
         return spool(src, limits.max_object_bytes, "zip member")
 
 
+def _inflated(src: IO[bytes]) -> Iterator[bytes]:
+    """The pieces of the raw deflate stream ``src``, at most ``_CHUNK`` bytes each."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    pending = b""
+    while True:
+        if not pending:
+            pending = src.read(_CHUNK)
+            if not pending:
+                break
+        yield inflater.decompress(pending, _CHUNK)
+        pending = inflater.unconsumed_tail
+        if inflater.eof:
+            break
+    yield inflater.flush()
+
+
 def inflate(src: IO[bytes], limits: ReadLimits) -> IO[bytes]:
     """Inflate the raw deflate stream ``src`` (RFC 1951, as in the Deflated Explicit VR Little
     Endian transfer syntax) into a seekable file, stopping at the object limit.
@@ -270,39 +289,9 @@ def inflate(src: IO[bytes], limits: ReadLimits) -> IO[bytes]:
     Raises :class:`LimitExceeded` past the limit and :class:`InvalidInput` for a corrupt stream.
     """
     cap = limits.max_object_bytes
-    out = _new_spool()
     try:
-        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-        total = 0
-        pending = b""
-        while True:
-            if not pending:
-                pending = src.read(_CHUNK)
-                if not pending:
-                    break
-            piece = inflater.decompress(pending, _CHUNK)
-            pending = inflater.unconsumed_tail
-            total += len(piece)
-            if total > cap:
-                raise LimitExceeded(
-                    f"deflated data inflates to more than {format_size(cap)}, over the limit "
-                    "(raise --max-image-bytes to accept it)"
-                )
-            out.write(piece)
-            if inflater.eof:
-                break
-        tail = inflater.flush()
-        if total + len(tail) > cap:
-            raise LimitExceeded(
-                f"deflated data inflates to more than {format_size(cap)}, over the limit "
-                "(raise --max-image-bytes to accept it)"
-            )
-        out.write(tail)
-        out.seek(0)
-        return cast(IO[bytes], out)
+        return _spool_chunks(
+            _inflated(src), cap, f"deflated data inflates to more than {format_size(cap)}"
+        )
     except zlib.error:
-        out.close()
         raise InvalidInput("corrupt deflated data") from None
-    except BaseException:
-        out.close()
-        raise
