@@ -58,6 +58,12 @@ def resolve_stores(sites: Path | None, store: str | None, site: str | None) -> d
     return {s.name: s.store() for s in configured}
 
 
+def _targets(sites: Path | None, store: str | None, site: str | None) -> dict[str, Store]:
+    """The stores a per-site command acts on: the named site only, else every resolved site."""
+    stores = resolve_stores(sites, store, site)
+    return {site: stores[site]} if site in stores else stores
+
+
 def _one(stores: dict[str, Store], site: str | None) -> tuple[str, Store]:
     if site and site in stores:
         return site, stores[site]
@@ -119,8 +125,7 @@ def index_build(
 
     if shards != 0:
         check_shard_count(shards)
-    stores = resolve_stores(sites, store, site)
-    targets = {site: stores[site]} if site in stores else stores
+    targets = _targets(sites, store, site)
     built, failed = _per_site(
         targets,
         lambda st: build_index(st, n_shards=shards or None, memory_limit=memory_limit),
@@ -157,8 +162,7 @@ def index_gc(
     """
     from atlas.index.gc import collect_garbage
 
-    stores = resolve_stores(sites, store, site)
-    targets = {site: stores[site]} if site in stores else stores
+    targets = _targets(sites, store, site)
     reports, failed = _per_site(targets, lambda st: collect_garbage(st, dry_run=dry_run))
     title = "Index garbage (dry run: nothing deleted)" if dry_run else "Index garbage"
     table = Table(title=title)
