@@ -1,7 +1,7 @@
 """The compiled kernels (``atlas._kernels``, built from ``native/``) and their numpy reference.
 
 The numpy functions here are the *specification* of each kernel: the C code must give
-bit-identical results for every input (``tests/test_kernels.py`` checks this). They are also the
+bit-identical results for every input (``tests/kernels/test_kernels.py`` checks this). They are also the
 fallback when the extension was not compiled.
 
 Importing this module only attempts ``import atlas._kernels``; on failure

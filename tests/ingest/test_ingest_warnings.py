@@ -30,7 +30,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # the test reads
 
 SECRET_ENV = "ATLAS_TEST_SITE_SECRET"
 SECRET = "test-site-key-not-for-production-0123456789"
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 #: original values the crafted series carries, each invalid for its VR (pydicom warns on them)
 CANARIES = {

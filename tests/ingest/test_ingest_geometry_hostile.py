@@ -1,7 +1,7 @@
 """Crafted geometry an attacker (or a broken scanner) could send: every voxel still lands where
 its slice's header says, or the instance is quarantined with a reason.
 
-Uses the ``Series`` builder of ``tests/test_ingest_geometry.py`` (copies of pydicom's
+Uses the ``Series`` builder of ``tests/ingest/test_ingest_geometry.py`` (copies of pydicom's
 ``CT_small.dcm`` with chosen geometry).
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.test_ingest_geometry import (  # noqa: F401 (site_secret is an autouse fixture)
+from tests.ingest.test_ingest_geometry import (  # noqa: F401 (site_secret is an autouse fixture)
     AXIAL,
     SECRET_ENV,
     TOL_MM,
@@ -181,7 +181,7 @@ def test_enhanced_frames_with_different_pixel_spacing_are_quarantined(tmp_path: 
     import copy
 
     import pydicom
-    from tests.test_ingest_geometry import DATA_STORE
+    from tests.ingest.test_ingest_geometry import DATA_STORE
 
     ds = pydicom.dcmread(DATA_STORE / "eCT_Supplemental.dcm")
     shared = ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]

@@ -25,7 +25,7 @@ SECRET_ENV = "ATLAS_TEST_SITE_SECRET"
 SECRET = "test-site-key-not-for-production-0123456789"
 OPTIONS = IngestOptions(secret_env=SECRET_ENV)
 BURNED_OK = IngestOptions(secret_env=SECRET_ENV, allow_burned_in=True)
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from tests.test_ingest_geometry import (  # noqa: F401 (site_secret is an autouse fixture)
+from tests.ingest.test_ingest_geometry import (  # noqa: F401 (site_secret is an autouse fixture)
     SECRET_ENV,
     _ingest,
     site_secret,

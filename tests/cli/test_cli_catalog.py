@@ -16,7 +16,7 @@ from atlas.index.lease import claim
 from atlas.storage import Store, open_store
 from atlas.testing.records import generate_site
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 @pytest.fixture

@@ -263,7 +263,7 @@ def test_ingest_memory_stays_bounded_on_bombs(tmp_path: Path, kind: str) -> None
     ct_slice(src / "ok.dcm", series_uid=generate_uid())  # a good file beside it is ingested
     assert sum(p.stat().st_size for p in src.iterdir()) < 4 * MiB
     env = {**os.environ, SECRET_ENV: SECRET,
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"),
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2] / "src"),
                                           os.environ.get("PYTHONPATH", "")])}  # fmt: skip
     ct_slice(tmp_path / "warm" / "warm.dcm")
     proc = subprocess.run(

@@ -27,7 +27,7 @@ from atlas.ingest import records
 from atlas.storage import Store, open_store
 from atlas.testing.records import generate_site
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 def _site(root: Path | str, n_subjects: int = 8) -> Store:
