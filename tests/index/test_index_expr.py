@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from atlas.errors import InvalidInput
-from atlas.index.expr import (
+from atlas.index.filter import (
     MAX_DEPTH,
     MAX_IN_VALUES,
     MAX_LENGTH,

@@ -7,7 +7,7 @@
     q.count().value, q.to_arrow().table, q.sample(1000, seed=7).table
 
 Every query carries a purpose; rows whose subject's consent does not cover it are never
-returned. Filters go through :mod:`atlas.index.expr` (whitelisted columns, parameters only).
+returned. Filters go through :mod:`atlas.index.filter` (whitelisted columns, parameters only).
 Each site is queried in parallel against the index version it is pinned to (its current one,
 or the one a release names); a site that cannot be reached makes the result *partial*, listing
 the missing sites — or an error with ``strict=True``.
@@ -25,7 +25,7 @@ from typing import Any, Generic, TypeVar
 from atlas.errors import AtlasError, CorruptData, InvalidInput, NotFound, StoreUnavailable
 from atlas.index import consent, layout
 from atlas.index.build import connect, duck_url, load_manifest, read_current, require_store
-from atlas.index.expr import (
+from atlas.index.filter import (
     And,
     Column,
     Compare,
