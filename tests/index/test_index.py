@@ -12,10 +12,11 @@ import pytest
 
 from atlas.errors import CorruptData, InvalidInput, NotFound, StoreUnavailable
 from atlas.index import audit, consent, layout
-from atlas.index.build import ConcurrentBuild, build_index, load_manifest, read_current
+from atlas.index.build import build_index
 from atlas.index.catalog import open_atlas
 from atlas.index.erase import erase_subject, verify_erased
 from atlas.index.gc import collect_garbage
+from atlas.index.publish import ConcurrentBuild, load_manifest, read_current
 from atlas.index.release import create_release, load_release
 from atlas.ingest import records
 from atlas.storage import Store, open_store
@@ -169,7 +170,7 @@ def test_two_builds_at_once_exactly_one_publishes(tmp_path, monkeypatch, trial) 
 
 
 def test_publish_with_a_stale_token_is_refused(tmp_path) -> None:
-    from atlas.index.build import publish
+    from atlas.index.publish import publish
 
     store = _site(tmp_path, n_subjects=4)
     v1 = build_index(store).version

@@ -17,11 +17,12 @@ import atlas.index.build as build_mod
 import atlas.index.erase as erase_mod
 from atlas.errors import NotFound
 from atlas.index import audit, consent, layout
-from atlas.index.build import build_index, load_manifest, read_current
+from atlas.index.build import build_index
 from atlas.index.catalog import open_atlas
 from atlas.index.erase import erase_subject, verify_erased
 from atlas.index.gc import collect_garbage, folders
 from atlas.index.lease import LeaseLost, claim, read_lease
+from atlas.index.publish import load_manifest, read_current
 from atlas.index.release import create_release, load_release
 from atlas.ingest import records
 from atlas.storage import Store, open_store

@@ -5,8 +5,9 @@ memory), attaches each subject's shard and consent scopes, denormalises the fiel
 filter on (an image row knows its labels and its series' body part), sorts each shard by
 subject and series (so lookups prune row groups), and writes one Parquet object per shard and
 table *beside* the current version. The manifest lists every shard with its row count, size,
-SHA-256 and column statistics. Publishing is one compare-and-swap of ``_index/CURRENT``: two
-builds racing each other cannot both win, and readers never see half a version.
+SHA-256 and column statistics. Publishing is one compare-and-swap of ``_index/CURRENT``
+(:mod:`atlas.index.publish`): two builds racing each other cannot both win, and readers never
+see half a version.
 
 A build holds a lease on its version folder (:mod:`atlas.index.lease`) and keeps its temporary
 files where erasure and garbage collection find them (:mod:`atlas.index.scratch`). A build that
@@ -18,16 +19,16 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from atlas.errors import AtlasError, CorruptData, NotFound
+from atlas.errors import CorruptData, NotFound
 from atlas.index import consent, layout, scratch
 from atlas.index.lease import DEFAULT_TTL_S, Lease, claim
+from atlas.index.publish import publish, read_current
 from atlas.ingest.ownership import check_site
 from atlas.ingest.records import STAGING_PREFIX
 from atlas.ingest.records import schemas as staging_schemas
@@ -40,10 +41,6 @@ STATS_COLUMNS = {
     "images": ("collection", "modality", "z_index"),
     "annotations": ("collection", "label_name", "voxel_count"),
 }
-
-
-class ConcurrentBuild(AtlasError):
-    """Another build published a version first; rerun the build on top of it."""
 
 
 @dataclass(frozen=True)
@@ -102,41 +99,6 @@ def require_store(store: Store) -> None:
             site=store.site,
             location=loc.url,
         )
-
-
-def read_current(store: Store) -> tuple[dict[str, Any] | None, str | None]:
-    """``(pointer, version token)`` of ``_index/CURRENT``; ``(None, None)`` before any build."""
-    try:
-        raw, token = store.read_versioned(layout.CURRENT_KEY)
-    except NotFound:
-        return None, None
-    try:
-        pointer: dict[str, Any] = json.loads(raw)
-    except ValueError as exc:
-        raise CorruptData(
-            f"index pointer {layout.CURRENT_KEY} in {store.url} is not valid JSON",
-            site=store.site,
-            location=store.url,
-        ) from exc
-    return pointer, token
-
-
-def load_manifest(store: Store, version: str, sha256: str | None = None) -> dict[str, Any]:
-    """Read and check one version's manifest (against the pointer's checksum when given)."""
-    key = layout.manifest_key(version)
-    raw = store.read_bytes(key)
-    if sha256 is not None and hashlib.sha256(raw).hexdigest() != sha256:
-        raise CorruptData(
-            f"index manifest {key} in {store.url} fails its checksum; the index version "
-            f"{version} is damaged (older versions stay readable: pin one, or rebuild)",
-            site=store.site,
-            location=store.url,
-        )
-    try:
-        manifest: dict[str, Any] = json.loads(raw)
-    except ValueError as exc:
-        raise CorruptData(f"index manifest {key} is not valid JSON", site=store.site) from exc
-    return manifest
 
 
 def _staging_urls(store: Store, table: str) -> list[str]:
@@ -424,22 +386,3 @@ def _empty_entry(version: str, table: str, shard: int, shards: int) -> dict[str,
         "sha256": None,
         "stats": {},
     }
-
-
-def publish(store: Store, manifest: dict[str, Any], expected_token: str | None) -> str:
-    """Write the manifest, then swing ``_index/CURRENT`` to it in one compare-and-swap."""
-    version = manifest["version"]
-    body = json.dumps(manifest, indent=1, sort_keys=True, default=str).encode()
-    store.write_bytes(layout.manifest_key(version), body)
-    pointer = {"version": version, "manifest_sha256": hashlib.sha256(body).hexdigest()}
-    ok = store.put_if_match(
-        layout.CURRENT_KEY, json.dumps(pointer, sort_keys=True).encode(), expected_token
-    )
-    if not ok:
-        raise ConcurrentBuild(
-            f"another index build of {store.url} published first; version {version} was "
-            "written but not published — rerun `atlas index build` to build on the new version",
-            site=store.site,
-            location=store.url,
-        )
-    return version

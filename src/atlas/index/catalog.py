@@ -24,7 +24,7 @@ from typing import Any, Generic, TypeVar
 
 from atlas.errors import AtlasError, CorruptData, InvalidInput, NotFound, StoreUnavailable
 from atlas.index import consent, layout
-from atlas.index.build import connect, duck_url, load_manifest, read_current, require_store
+from atlas.index.build import connect, duck_url, require_store
 from atlas.index.filter import (
     And,
     Column,
@@ -39,6 +39,7 @@ from atlas.index.filter import (
     to_sql,
     where_kwargs,
 )
+from atlas.index.publish import load_manifest, read_current
 from atlas.storage import Store
 from atlas.storage.failures import translate_query_error
 

@@ -37,15 +37,16 @@ from typing import Any
 
 from atlas.errors import AtlasError, InvalidInput, NotFound
 from atlas.index import audit, consent, gc, layout, scratch, traces
-from atlas.index.build import (
+from atlas.index.build import abandon, require_store
+from atlas.index.lease import DEFAULT_TTL_S, Lease, acquire, claim, read_lease
+from atlas.index.publish import (
     ConcurrentBuild,
-    abandon,
     load_manifest,
     publish,
     read_current,
-    require_store,
+    swap_current,
+    write_manifest,
 )
-from atlas.index.lease import DEFAULT_TTL_S, Lease, acquire, claim, read_lease
 from atlas.ingest.journal import JOURNAL_PREFIX
 from atlas.ingest.records import STAGING_PREFIX
 from atlas.storage import Store
@@ -145,14 +146,11 @@ def _amend_manifests(store: Store, subject_id: str, report: ErasureReport) -> No
         if not changed:
             continue
         manifest.setdefault("amended_by_erasure", []).append(audit.fingerprint(store, subject_id))
-        body = json.dumps(manifest, indent=1, sort_keys=True, default=str).encode()
-        store.write_bytes(layout.manifest_key(version), body)
+        digest = write_manifest(store, version, manifest)
         report.versions_amended.append(version)
         if pointer and pointer["version"] == version:
-            new_pointer = {"version": version, "manifest_sha256": hashlib.sha256(body).hexdigest()}
-            if not store.put_if_match(
-                layout.CURRENT_KEY, json.dumps(new_pointer, sort_keys=True).encode(), token
-            ):
+            new_pointer = {"version": version, "manifest_sha256": digest}
+            if not swap_current(store, new_pointer, token):
                 raise ConcurrentBuild("the index changed during erasure; run the erasure again")
     _delete_replaced(store, list(replaced), report)
 
@@ -214,15 +212,11 @@ def _sweep_index(store: Store, subject_id: str, report: ErasureReport, workdir: 
 def _fence(store: Store) -> None:
     """Step 5: change ``_index/CURRENT`` (same version) so stale builds fail to publish."""
     for _ in range(5):
-        try:
-            raw, token = store.read_versioned(layout.CURRENT_KEY)
-        except NotFound:
+        pointer, token = read_current(store)
+        if pointer is None:
             return
-        pointer = json.loads(raw)
         pointer["fence"] = uuid.uuid4().hex
-        if store.put_if_match(
-            layout.CURRENT_KEY, json.dumps(pointer, sort_keys=True).encode(), token
-        ):
+        if swap_current(store, pointer, token):
             return
     raise ConcurrentBuild("the index kept changing during erasure; run the erasure again")
 

@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 
 from atlas.errors import CorruptData, NotFound
 from atlas.index import layout, scratch
-from atlas.index.build import load_manifest, read_current, require_store
+from atlas.index.build import require_store
 from atlas.index.lease import CLAIM_NAME, claim_key, end_lease, read_lease
+from atlas.index.publish import load_manifest, read_current
 from atlas.index.release import RELEASE_PREFIX
 from atlas.storage import Store
 

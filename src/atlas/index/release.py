@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from atlas.errors import AlreadyExists, CorruptData, InvalidInput, NotFound
-from atlas.index.build import read_current, require_store
+from atlas.index.build import require_store
+from atlas.index.publish import read_current
 from atlas.storage import Store
 
 RELEASE_PREFIX = "_releases"
