@@ -1,8 +1,8 @@
 """The compiled kernels (``atlas._kernels``, built from ``native/``) and their numpy reference.
 
 The numpy functions here are the *specification* of each kernel: the C code must give
-bit-identical results for every input (``tests/kernels/test_kernels.py`` checks this). They are also the
-fallback when the extension was not compiled.
+bit-identical results for every input (``tests/kernels/test_kernels.py`` checks this). They
+are also the fallback when the extension was not compiled.
 
 Importing this module only attempts ``import atlas._kernels``; on failure
 :data:`NATIVE_AVAILABLE` is ``False`` and :data:`native_build_error` says why.

@@ -3,9 +3,9 @@
 The central test fills EVERY attribute of PS3.15 Table E.1-1 with a distinctive canary value,
 de-identifies, then checks each attribute's action and that no canary, original UID or original
 date is left anywhere in the written file or the JSON header. The attributes come from a list
-kept by hand (``tests/privacy/data/ps3.15-table-e1-1-2026c.csv``), not from the table the engine loads,
-so an attribute missing from the loaded table is still filled, and the loaded table is checked
-against that list.
+kept by hand (``tests/privacy/data/ps3.15-table-e1-1-2026c.csv``), not from the table the engine
+loads, so an attribute missing from the loaded table is still filled, and the loaded table is
+checked against that list.
 """
 
 from __future__ import annotations
