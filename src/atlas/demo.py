@@ -202,9 +202,9 @@ def ingest_demo(store: Store, data_dir: Path, console: Console) -> dict[str, Any
 
 def index_demo(store: Store, console: Console) -> dict[str, Any]:
     """Record consent for the demo collection, build the index, query it."""
-    from atlas.index import consent
     from atlas.index.build import build_index
     from atlas.index.catalog import open_atlas
+    from atlas.privacy import consent
 
     consent.set_collection_default(store, "demo", ["research", "ai-training"])
     built = build_index(store)

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from atlas.cli.app import main
-from atlas.index import consent, layout
+from atlas.index import layout
 from atlas.index.build import build_index
 from atlas.index.lease import claim
+from atlas.privacy import consent
 from atlas.storage import Store, open_store
 from atlas.testing.records import generate_site
 
@@ -161,7 +162,8 @@ def test_partial_build_prints_what_was_published_and_each_failure(tmp_path, atla
     assert not (tmp_path / "c").exists()
 
 
-def test_gc_and_erase_on_the_command_line(tmp_path, atlas_cli) -> None:
+def test_gc_and_erase_on_the_command_line(tmp_path, atlas_cli, monkeypatch) -> None:
+    monkeypatch.setenv("ATLAS_SITE_SECRET", "test-site-secret-for-erasure-0123")
     root = tmp_path / "site"
     store = _site(root)
     build_index(store)

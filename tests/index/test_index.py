@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from atlas.errors import CorruptData, InvalidInput, NotFound, StoreUnavailable
-from atlas.index import audit, consent, layout
+from atlas.index import layout
 from atlas.index.build import build_index
 from atlas.index.catalog import open_atlas
 from atlas.index.erase import erase_subject, verify_erased
@@ -19,8 +19,13 @@ from atlas.index.gc import collect_garbage
 from atlas.index.publish import ConcurrentBuild, load_manifest, read_current
 from atlas.index.release import create_release, load_release
 from atlas.ingest import records
+from atlas.privacy import audit, consent
+from atlas.privacy.pseudonyms import SiteKey
 from atlas.storage import Store, open_store
 from atlas.testing.records import generate_site
+
+#: the site secret of the test sites (the audit log names subjects by keyed fingerprint)
+KEY = SiteKey(b"test-site-secret-for-erasure-0123")
 
 
 def _site(tmp_path, name="site-a", n_subjects=24, seed=0, scopes=("research",)) -> Store:
@@ -238,7 +243,7 @@ def test_erasure_removes_every_trace(tmp_path) -> None:
     consent.set_subject(store, victim, ["research"])
     total = open_atlas({"a": store}, purpose="research").images.count().value
     theirs = sum(r["subject_id"] == victim for r in _staging(store, "images"))
-    report = erase_subject(store, victim)
+    report = erase_subject(store, victim, key=KEY)
     assert report.new_version == "v000003"
     assert report.index_rows_removed > 0 and report.objects_deleted > 0
     assert verify_erased(store, victim) == []
@@ -251,11 +256,11 @@ def test_erasure_removes_every_trace(tmp_path) -> None:
     assert old.images.where(subject_id=victim).count().value == 0
     events = [e for e in audit.events(store) if e["action"].startswith("erase")]
     assert [e["action"] for e in events] == ["erase-start", "erase-done"]
-    assert events[0]["subject"] == audit.fingerprint(store, victim)
+    assert events[0]["subject"] == audit.fingerprint(KEY, store, victim)
     # erasing again changes nothing and says there is nothing of the subject to erase
     keys_before = store.list()
     with pytest.raises(NotFound, match=r"nothing of subject .* is stored.*records its erasure"):
-        erase_subject(store, victim)
+        erase_subject(store, victim, key=KEY)
     assert store.list() == keys_before
 
 
@@ -272,12 +277,12 @@ def test_interrupted_erasure_resumes(tmp_path, monkeypatch) -> None:
 
     monkeypatch.setattr(erase_mod, "_sweep_index", crash)  # after the index, before pixels
     with pytest.raises(KeyboardInterrupt):
-        erase_subject(store, victim)
+        erase_subject(store, victim, key=KEY)
     # the index no longer lists the subject, even though pixels still exist
     atlas = open_atlas({"a": store}, purpose="research")
     assert atlas.images.where(subject_id=victim).count().value == 0
     monkeypatch.undo()
-    erase_subject(store, victim)
+    erase_subject(store, victim, key=KEY)
     assert verify_erased(store, victim) == []
 
 
@@ -339,7 +344,7 @@ def test_reading_never_creates_a_store(tmp_path) -> None:
         lambda: load_release({"x": missing}, "r1"),
         lambda: create_release({"x": missing}, "r1"),
         lambda: build_index(missing),
-        lambda: erase_subject(missing, "someone"),
+        lambda: erase_subject(missing, "someone", key=KEY),
         lambda: collect_garbage(missing),
     ]
     for call in calls:

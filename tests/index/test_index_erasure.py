@@ -16,7 +16,7 @@ import pytest
 import atlas.index.build as build_mod
 import atlas.index.erase as erase_mod
 from atlas.errors import NotFound
-from atlas.index import audit, consent, layout
+from atlas.index import layout
 from atlas.index.build import build_index
 from atlas.index.catalog import open_atlas
 from atlas.index.erase import erase_subject, verify_erased
@@ -25,10 +25,15 @@ from atlas.index.lease import LeaseLost, claim, read_lease
 from atlas.index.publish import load_manifest, read_current
 from atlas.index.release import create_release, load_release
 from atlas.ingest import records
+from atlas.privacy import audit, consent
+from atlas.privacy.pseudonyms import SiteKey
 from atlas.storage import Store, open_store
 from atlas.testing.records import generate_site
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+#: the site secret of the test sites (the audit log names subjects by keyed fingerprint)
+KEY = SiteKey(b"test-site-secret-for-erasure-0123")
 
 
 def _site(root: Path | str, n_subjects: int = 8) -> Store:
@@ -99,7 +104,7 @@ def test_build_killed_before_publish_is_found_and_erased(tmp_path) -> None:
     # ... and nothing outside the store: its scratch lived inside the version folder
     assert list(system_tmp.rglob("*")) == []
     time.sleep(1.1)  # its lease (1 s) expires: nobody is building any more
-    report = erase_subject(store, victim)
+    report = erase_subject(store, victim, key=KEY)
     assert report.unpublished_removed == [unpublished]
     assert verify_erased(store, victim) == []
     assert [k for k in folders(store).get(unpublished, [])] == [
@@ -121,14 +126,14 @@ def test_erasure_interrupted_before_old_shards_are_deleted(tmp_path, monkeypatch
 
     monkeypatch.setattr(erase_mod, "_delete_replaced", power_cut)
     with pytest.raises(KeyboardInterrupt):
-        erase_subject(store, victim)
+        erase_subject(store, victim, key=KEY)
     monkeypatch.undo()
     # manifests were rewritten; the old shard objects are orphans that still hold the subject
     orphans = _unlisted_parquet(store)
     assert orphans
     found = verify_erased(store, victim)
     assert {o for o in orphans} <= {p.split(" ")[0] for p in found}
-    erase_subject(store, victim)
+    erase_subject(store, victim, key=KEY)
     assert verify_erased(store, victim) == []
     assert _unlisted_parquet(store) == []
 
@@ -146,15 +151,43 @@ def test_erasure_that_only_missed_its_audit_record_is_completed(tmp_path, monkey
 
     monkeypatch.setattr(erase_mod.audit, "record", lose_done)
     with pytest.raises(KeyboardInterrupt):
-        erase_subject(store, victim)
+        erase_subject(store, victim, key=KEY)
     monkeypatch.undo()
-    erase_subject(store, victim)  # nothing left to delete, but the erasure is finished
+    erase_subject(store, victim, key=KEY)  # nothing left to delete, but the erasure is finished
     assert [e["action"] for e in audit.events(store)][-2:] == ["erase-start", "erase-done"]
     with pytest.raises(NotFound, match="nothing of subject"):
-        erase_subject(store, victim)
+        erase_subject(store, victim, key=KEY)
     with pytest.raises(NotFound, match="nothing of subject"):
-        erase_subject(store, "no-such-subject-anywhere")
+        erase_subject(store, "no-such-subject-anywhere", key=KEY)
     assert sum(e["action"] == "erase-start" for e in audit.events(store)) == 1
+
+
+def test_erasure_started_before_keyed_fingerprints_is_completed(tmp_path, monkeypatch) -> None:
+    """An audit log written before decision 0031 (unkeyed fingerprints) is still understood."""
+    from atlas.privacy.pseudonyms import legacy_audit_fingerprint
+
+    store = _site(tmp_path / "site", n_subjects=4)
+    build_index(store)
+    victim = _subjects(store)[0]
+    real = audit.record
+    legacy = legacy_audit_fingerprint(store.url, victim)
+
+    def as_before(st, action, **details):  # what an older version wrote, then killed
+        if action == "erase-done":
+            raise KeyboardInterrupt("killed before the audit record")
+        return real(st, action, **{**details, "subject": legacy})
+
+    monkeypatch.setattr(erase_mod.audit, "record", as_before)
+    with pytest.raises(KeyboardInterrupt):
+        erase_subject(store, victim, key=KEY)
+    monkeypatch.undo()
+    assert [e["subject"] for e in audit.events(store)] == [legacy]
+    report = erase_subject(store, victim, key=KEY)  # nothing left, but the erasure is finished
+    done = audit.events(store)[-1]
+    assert done["action"] == "erase-done" and done["subject"] == report.fingerprint
+    assert report.fingerprint == audit.fingerprint(KEY, store, victim) != legacy
+    with pytest.raises(NotFound, match="the audit log records its erasure"):
+        erase_subject(store, victim, key=KEY)
 
 
 @pytest.mark.parametrize("scheme", ["file", "memory"])
@@ -256,7 +289,7 @@ def test_killed_remote_build_scratch_is_found_and_swept(tmp_path, monkeypatch) -
     pq.write_table(pa.table({"subject_id": [victim]}), folder / "part-0.parquet")
     time.sleep(0.1)  # the killed build's lease expires
     assert any(str(folder) in place for place in verify_erased(store, victim))
-    erase_subject(store, victim)
+    erase_subject(store, victim, key=KEY)
     assert not folder.exists() and verify_erased(store, victim) == []
 
 
@@ -277,13 +310,13 @@ def test_subject_in_a_running_build_makes_erasure_incomplete_until_it_ends(tmp_p
     pq.write_table(pa.table({"subject_id": [victim]}), part)
     store.write_bytes(layout.shard_key(running.version, "images", 0, 1), part.read_bytes())
     with pytest.raises(ErasureIncomplete, match="build that is still running"):
-        erase_subject(store, victim)
+        erase_subject(store, victim, key=KEY)
     assert store.exists(layout.shard_key(running.version, "images", 0, 1))  # not touched
     # nor can that build publish: the erasure fenced CURRENT, so its compare-and-swap fails
     assert read_current(store)[0]["version"] == pointer["version"]
     assert not store.put_if_match(layout.CURRENT_KEY, b"{}", token)
     time.sleep(1.6)
-    erase_subject(store, victim)
+    erase_subject(store, victim, key=KEY)
     assert verify_erased(store, victim) == []
 
 
@@ -297,11 +330,11 @@ def test_erasures_of_one_site_run_one_at_a_time(tmp_path) -> None:
     other = acquire(store, ERASURE_LOCK, "erasure")  # an erasure running elsewhere
     assert other is not None and acquire(store, ERASURE_LOCK, "erasure") is None
     with pytest.raises(ConcurrentErasure, match="another erasure is running"):
-        erase_subject(store, first)
+        erase_subject(store, first, key=KEY)
     assert verify_erased(store, first) != []  # nothing was done
     other.end("released")
-    erase_subject(store, first)
-    erase_subject(store, second)  # the lock is released after each erasure
+    erase_subject(store, first, key=KEY)
+    erase_subject(store, second, key=KEY)  # the lock is released after each erasure
     assert verify_erased(store, first) == [] and verify_erased(store, second) == []
 
 
@@ -371,10 +404,10 @@ def test_erasure_that_lost_its_lock_stops_before_sweeping(tmp_path, monkeypatch)
     monkeypatch.setattr(erase_mod, "_amend_manifests", amend_then_lose_the_lock)
     monkeypatch.setattr(erase_mod, "_sweep_index", lambda *a, **k: swept.append(a))
     with pytest.raises(LeaseLost, match=r"erasure lock .* taken by another erasure"):
-        erase_subject(store, victim)
+        erase_subject(store, victim, key=KEY)
     assert swept == []
     assert json.loads(store.read_bytes(erase_mod.ERASURE_LOCK))["owner"] == "another-erasure"
     monkeypatch.undo()
     store.write_bytes(erase_mod.ERASURE_LOCK, json.dumps({"state": "released"}).encode())
-    erase_subject(store, victim)  # the rerun completes
+    erase_subject(store, victim, key=KEY)  # the rerun completes
     assert verify_erased(store, victim) == []

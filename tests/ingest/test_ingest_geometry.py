@@ -27,12 +27,12 @@ from pydicom.data import get_testdata_file  # noqa: E402
 from pydicom.uid import generate_uid  # noqa: E402
 
 from atlas.ingest import records  # noqa: E402
-from atlas.ingest.deid import Deidentifier  # noqa: E402
 from atlas.ingest.driver import IngestSummary, ingest, write_report  # noqa: E402
 from atlas.ingest.geometry import slice_normal  # noqa: E402
 from atlas.ingest.parts import regular_runs  # noqa: E402
 from atlas.ingest.series import IngestOptions  # noqa: E402
 from atlas.ome import open_image  # noqa: E402
+from atlas.privacy import Deidentifier  # noqa: E402
 from atlas.storage import Store, open_store  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

@@ -24,8 +24,8 @@ from tests.ingest.test_ingest_geometry import (  # noqa: F401 (site_secret is an
 )
 
 from atlas.ingest import records
-from atlas.ingest.deid import Deidentifier
 from atlas.ome import open_image
+from atlas.privacy import Deidentifier
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

@@ -34,7 +34,7 @@ def site_secret(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _deid():
-    from atlas.ingest.deid import Deidentifier
+    from atlas.privacy import Deidentifier
 
     return Deidentifier(SECRET.encode())
 
@@ -244,10 +244,11 @@ def test_bad_subject_map_is_one_error_line(tmp_path) -> None:
 def test_mixed_patient_series_is_split_and_each_patient_erases(tmp_path) -> None:
     import pydicom
 
-    from atlas.index import consent
     from atlas.index.build import build_index
     from atlas.index.catalog import open_atlas
     from atlas.index.erase import erase_subject, verify_erased
+    from atlas.privacy import consent
+    from atlas.privacy.pseudonyms import SiteKey
     from atlas.testing.synthetic import make_study
 
     study = make_study(tmp_path / "study", shape=(8, 32, 32), seed=21, with_seg=False,
@@ -277,7 +278,7 @@ def test_mixed_patient_series_is_split_and_each_patient_erases(tmp_path) -> None
     assert len({r["image_id"] for r in images}) == len(images) == 8
     consent.set_collection_default(store, "c", ["research"])
     build_index(store)
-    report = erase_subject(store, second)
+    report = erase_subject(store, second, key=SiteKey(SECRET.encode()))
     assert report.objects_deleted > 0 and verify_erased(store, second) == []
     atlas = open_atlas({"s": store}, purpose="research")
     left = atlas.images.to_arrow().value.to_pylist()
@@ -293,9 +294,9 @@ def test_mixed_patient_series_is_split_and_each_patient_erases(tmp_path) -> None
 def test_a_series_belongs_to_one_collection(tmp_path) -> None:
     from pydicom.data import get_testdata_file
 
-    from atlas.index import consent
     from atlas.index.build import build_index
     from atlas.index.catalog import open_atlas
+    from atlas.privacy import consent
 
     ct = get_testdata_file("CT_small.dcm")
     store = open_store(tmp_path / "store", site="s")

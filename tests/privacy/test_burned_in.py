@@ -14,9 +14,9 @@ from pydicom.data import get_testdata_file  # noqa: E402
 from pydicom.dataset import Dataset  # noqa: E402
 from pydicom.uid import generate_uid  # noqa: E402
 
-from atlas.ingest.burned_in import burned_in_reason, device_rules, parse_device_rules  # noqa: E402
 from atlas.ingest.driver import ingest  # noqa: E402
 from atlas.ingest.series import IngestOptions  # noqa: E402
+from atlas.privacy.burned_in import burned_in_reason, device_rules, parse_device_rules  # noqa: E402
 from atlas.storage import open_store  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

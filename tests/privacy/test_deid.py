@@ -1,4 +1,4 @@
-"""Tests of :mod:`atlas.ingest.deid`: PS3.15 Annex E de-identification by construction.
+"""Tests of :mod:`atlas.privacy`'s engine: PS3.15 Annex E de-identification by construction.
 
 The central test fills EVERY attribute of PS3.15 Table E.1-1 with a distinctive canary value,
 de-identifies, then checks each attribute's action and that no canary, original UID or original
@@ -37,7 +37,7 @@ from pydicom.uid import (  # noqa: E402
 )
 
 from atlas.errors import ConfigError, InvalidInput  # noqa: E402
-from atlas.ingest.deid import (  # noqa: E402
+from atlas.privacy import (  # noqa: E402
     DEFAULT_EDITION,
     METHOD_CODES,
     Deidentifier,
@@ -55,8 +55,9 @@ CANARY_TM = "040506"
 CANARY_UID_ROOT = "1.2.3.999."
 
 # The standard's "Rtn. Pat. Chars. Opt." K entries (PS3.15 2024b), restated independently of
-# the module, plus Ethnic Group Code Sequence and Ethnic Groups (added in 2025; treated like
-# Ethnic Group, documented there).
+# the module, plus the K entries of attributes added after 2024b: Ethnic Group Code Sequence,
+# Ethnic Groups, Sex Parameters for Clinical Use Category Sequence, Code Sequence and Reference
+# (the column the engine applies is generated, decision 0032).
 PATIENT_CHARS_KEEP = {
     0x00100040,
     0x00101010,
@@ -69,6 +70,9 @@ PATIENT_CHARS_KEEP = {
     0x0072005F,
     0x00102161,
     0x00102162,
+    0x00100043,
+    0x00100046,
+    0x00100047,
 }
 BIRTH_DATE, BIRTH_TIME, GPS_TIME_STAMP = 0x00100030, 0x00100032, 0x00160077
 PATIENT_NAME, PATIENT_ID = 0x00100010, 0x00100020
@@ -695,7 +699,7 @@ def test_key_is_never_shown_and_errors_name_no_values(monkeypatch, caplog):
     assert "PAT-001" not in str(err.value) and "Doe" not in str(err.value)
 
     canary, _ = _canary_dataset(mark_kept=False)
-    with caplog.at_level(logging.DEBUG, logger="atlas.ingest.deid"):
+    with caplog.at_level(logging.DEBUG, logger="atlas.privacy.engine"):
         d.deidentify(canary)
     assert caplog.records, "expected a debug summary"
     assert "canary" not in caplog.text.lower() and KEY.decode() not in caplog.text

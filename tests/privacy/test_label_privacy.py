@@ -22,11 +22,12 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
-from atlas.ingest.codes import body_part_code, is_sctid, standard_meaning
-from atlas.ingest.deid import Deidentifier, header_json
-from atlas.ingest.label_text import clean_code, clean_name, deidentify_labels
+from atlas.ingest.label_text import deidentify_labels
 from atlas.ingest.model import LabelVolume
-from atlas.ingest.safe_text import printable, visible
+from atlas.privacy import Deidentifier, header_json
+from atlas.privacy.codes import body_part_code, is_sctid, standard_meaning
+from atlas.privacy.descriptors import clean_code, clean_name
+from atlas.privacy.safe_text import printable, visible
 
 SECRET_ENV = "ATLAS_TEST_SITE_SECRET"
 SECRET = "test-site-key-not-for-production-0123456789"

@@ -180,9 +180,9 @@ def test_query_through_duckdb_gives_up_when_the_endpoint_falls_silent(
     """An index opened while the site answered; then its endpoint stops answering."""
     from dataclasses import replace
 
-    from atlas.index import consent
     from atlas.index.build import build_index
     from atlas.index.catalog import Atlas, open_atlas
+    from atlas.privacy import consent
     from atlas.testing.records import generate_site
 
     monkeypatch.setenv("SILENT_KEY", seaweed.admin.access_key)

@@ -285,7 +285,7 @@ def _consent_notes(answered: Mapping[str, Any], purpose: str, where: Callable[[s
     Only the consent registry and the index's per-collection defaults are consulted, so the
     note reveals no count and no subject.
     """
-    from atlas.index import consent
+    from atlas.privacy import consent
 
     err = Console(stderr=True, soft_wrap=True)
     for name, idx in sorted(answered.items()):
@@ -318,7 +318,7 @@ def _consent_notes(answered: Mapping[str, Any], purpose: str, where: Callable[[s
 
 
 def _print_rows(rows: object) -> None:
-    from atlas.ingest.safe_text import visible  # values of other sites: never drive a terminal
+    from atlas.privacy.safe_text import visible  # values of other sites: never drive a terminal
 
     console = Console()
     if rows is None or rows.num_rows == 0:  # type: ignore[attr-defined]
@@ -361,7 +361,7 @@ def consent_set(
     site: str | None = SiteOption,
 ) -> None:
     """Record consent scopes; rebuild the index for queries to see them."""
-    from atlas.index import consent
+    from atlas.privacy import consent
 
     if (collection is None) == (subject is None):
         raise InvalidInput("give exactly one of --collection or --subject")
@@ -384,22 +384,28 @@ def erase_command(
         "--patient-id",
         help="The original patient id (hashed with the site key, never stored).",
     ),
-    secret_env: str = typer.Option("ATLAS_SITE_SECRET", "--secret-env"),
+    secret_env: str = typer.Option(
+        "ATLAS_SITE_SECRET",
+        "--secret-env",
+        help="The variable holding the site secret (pseudonym and audit fingerprint).",
+    ),
     sites: Path | None = SitesOption,
     store: str | None = StoreOption,
     site: str | None = SiteOption,
 ) -> None:
     """Erase a subject (GDPR Art. 17): images, labels, records, index rows; then verify."""
+    from atlas.index.build import require_store
     from atlas.index.erase import erase_subject
+    from atlas.privacy.pseudonyms import SiteKey
 
     if (subject is None) == (patient_id is None):
         raise InvalidInput("give exactly one of --subject or --patient-id")
-    if patient_id is not None:
-        from atlas.ingest.deid import Deidentifier
-
-        subject = Deidentifier.from_env(secret_env).subject_id(patient_id)
     name, st = _one(resolve_stores(sites, store, site), site)
-    report = erase_subject(st, subject or "")
+    require_store(st)  # a missing store is the first thing to say
+    key = SiteKey.from_env(secret_env)
+    if patient_id is not None:
+        subject = key.subject_id(patient_id)
+    report = erase_subject(st, subject or "", key=key)
     table = Table(title=f"Erased from site {name}", show_header=False)
     table.add_row("subject (fingerprint)", report.fingerprint)
     table.add_row("objects deleted", str(report.objects_deleted))

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 from atlas.errors import AtlasError, CorruptData, InvalidInput, NotFound, StoreUnavailable
-from atlas.index import consent, layout
+from atlas.index import layout
 from atlas.index.build import connect, duck_url, require_store
 from atlas.index.filter import (
     And,
@@ -40,6 +40,7 @@ from atlas.index.filter import (
     where_kwargs,
 )
 from atlas.index.publish import load_manifest, read_current
+from atlas.privacy import consent
 from atlas.storage import Store
 from atlas.storage.failures import translate_query_error
 

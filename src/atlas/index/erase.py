@@ -16,7 +16,8 @@ simply be run again:
 6. verify by scanning every object under the index, published or not, every key name (images
    and staging records are named after the subject or its series) and this machine's scratch
    folders of the store (:mod:`atlas.index.traces`);
-7. record the erasure in the append-only audit log (by fingerprint, not by pseudonym).
+7. record the erasure in the append-only audit log (by keyed fingerprint, not by pseudonym:
+   :mod:`atlas.privacy.audit`).
 
 Every step is idempotent; a run killed at any point is completed by running it again. Erasing
 a subject of whom nothing is stored raises :class:`~atlas.errors.NotFound`, except that an
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from atlas.errors import AtlasError, InvalidInput, NotFound
-from atlas.index import audit, consent, gc, layout, scratch, traces
+from atlas.index import gc, layout, scratch, traces
 from atlas.index.build import abandon, require_store
 from atlas.index.lease import DEFAULT_TTL_S, Lease, acquire, claim, read_lease
 from atlas.index.publish import (
@@ -49,6 +50,8 @@ from atlas.index.publish import (
 )
 from atlas.ingest.journal import JOURNAL_PREFIX
 from atlas.ingest.records import STAGING_PREFIX
+from atlas.privacy import audit, consent
+from atlas.privacy.pseudonyms import SiteKey
 from atlas.storage import Store
 
 #: held while an erasure runs: erasures of one site run one at a time (step 3 deletes index
@@ -145,7 +148,7 @@ def _amend_manifests(store: Store, subject_id: str, report: ErasureReport) -> No
                     changed = True
         if not changed:
             continue
-        manifest.setdefault("amended_by_erasure", []).append(audit.fingerprint(store, subject_id))
+        manifest.setdefault("amended_by_erasure", []).append(report.fingerprint)
         digest = write_manifest(store, version, manifest)
         report.versions_amended.append(version)
         if pointer and pointer["version"] == version:
@@ -325,11 +328,12 @@ def _indexed(store: Store, subject_id: str, listing: list[str], workdir: str | N
     return bool(traces.find(store, subject_id, workdir=workdir, keys=listing))
 
 
-def _unfinished(events: list[dict[str, Any]], fp: str) -> bool:
-    """Whether the audit log has an erasure of ``fp`` that started and never finished."""
+def _unfinished(events: list[dict[str, Any]], fps: tuple[str, ...]) -> bool:
+    """Whether the audit log has an erasure of the subject (named by any of ``fps``, keyed or
+    legacy) that started and never finished."""
     state = False
     for event in events:
-        if event.get("subject") == fp:
+        if event.get("subject") in fps:
             if event["action"] == "erase-start":
                 state = True
             elif event["action"] == "erase-done":
@@ -337,8 +341,9 @@ def _unfinished(events: list[dict[str, Any]], fp: str) -> bool:
     return state
 
 
-def _not_found(store: Store, fp: str, events: list[dict[str, Any]]) -> NotFound:
-    done = [e for e in events if e.get("subject") == fp and e["action"] == "erase-done"]
+def _not_found(store: Store, fps: tuple[str, ...], events: list[dict[str, Any]]) -> NotFound:
+    fp = fps[0]
+    done = [e for e in events if e.get("subject") in fps and e["action"] == "erase-done"]
     before = ""
     if done:
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(done[-1]["time_unix_ns"] / 1e9))
@@ -351,8 +356,21 @@ def _not_found(store: Store, fp: str, events: list[dict[str, Any]]) -> NotFound:
     )
 
 
-def erase_subject(store: Store, subject_id: str, workdir: str | None = None) -> ErasureReport:
+def erase_subject(
+    store: Store, subject_id: str, workdir: str | None = None, *, key: SiteKey
+) -> ErasureReport:
     """Erase one subject (by pseudonym) from the site; see the module docstring.
+
+    Parameters
+    ----------
+    store
+        The site's store.
+    subject_id
+        The subject's pseudonym (:meth:`atlas.privacy.SiteKey.subject_id` of the original id).
+    workdir
+        Where this machine's index builds keep their scratch files (default: the usual place).
+    key
+        The site secret: the audit log names the subject by its keyed fingerprint.
 
     Raises
     ------
@@ -367,15 +385,15 @@ def erase_subject(store: Store, subject_id: str, workdir: str | None = None) -> 
         raise InvalidInput("give the subject's pseudonymous id")
     require_store(store)
     t0 = time.perf_counter()
-    fp = audit.fingerprint(store, subject_id)
-    report = ErasureReport(fingerprint=fp)
+    fps = audit.fingerprints(key, store, subject_id)  # keyed; legacy: events before 0031
+    report = ErasureReport(fingerprint=fps[0])
     listing = store.list()
     keys = _subject_keys(store, subject_id, listing)
     present = bool(keys) or _indexed(store, subject_id, listing, workdir)
     if not present:
         events = audit.events(store)
-        if not _unfinished(events, fp):
-            raise _not_found(store, fp, events)
+        if not _unfinished(events, fps):
+            raise _not_found(store, fps, events)
     lock = acquire(store, ERASURE_LOCK, "erasure")
     if lock is None:
         raise ConcurrentErasure(

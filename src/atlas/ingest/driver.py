@@ -33,6 +33,7 @@ from atlas.ingest.series import (
     _originals,
     ingest_series,
 )
+from atlas.privacy.pseudonyms import SiteKey
 from atlas.storage import Store
 
 _NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
@@ -107,8 +108,7 @@ def _safe_ingest(task: SeriesTask) -> SeriesOutcome:
         where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
         at = f" at {Path(where.filename).name}:{where.lineno}" if where else ""
         reason = scrub(f"internal error {type(exc).__name__}{at}: {exc}")
-        deid = _deidentifier(task.options)
-        series_id = subjects.ids(deid, task.group)[2]
+        series_id = subjects.ids(SiteKey.from_env(task.options.secret_env), task.group)[2]
         return SeriesOutcome(
             series_id=series_id,
             status="failed",

@@ -5,11 +5,12 @@ typed by people and may hold anything (``Smith^John 1961-02-03``, ``tumour of pa
 123456``). Everything Atlas writes about a label (the OME ``image-label`` properties, the
 staging records, the index's ``label_name`` and the manifest's statistics) comes from the
 :class:`~atlas.ingest.model.LabelVolume` that :func:`deidentify_labels` returns, which holds
-no text of the original object except what passes these rules (decision 0013):
+no text of the original object except what passes the rules of
+:mod:`atlas.privacy.descriptors` (decision 0013), applied here to each label value:
 
 **Name** (ROI Name, Segment Label, NIfTI names): control characters are removed
-(:func:`atlas.ingest.safe_text.printable`), then the Clean Descriptors rule of
-:func:`atlas.ingest.deid.clean_text` applies: a name made of known anatomical/label words
+(:func:`atlas.privacy.safe_text.printable`), then the Clean Descriptors rule of
+:func:`atlas.privacy.descriptors.clean_text` applies: a name made of known anatomical/label words
 (``Liver``, ``GTV``, ``liver tumour``, ``PTV 70GY``) is kept as it is; a name where only some
 words are known keeps those words (``tumour of patient 123456`` -> ``tumour of patient``);
 a name with no known word left except numbers and function words (``of``, ``the``, ``L``)
@@ -17,7 +18,7 @@ becomes the neutral name ``<kind>-<value>``
 (``roi-3``, ``segment-2``, ``label-1``).
 
 **Code** (segmented property type, RT ROI identification code): kept when its (scheme,
-value) is a concept of the standard's code dictionaries (:mod:`atlas.ingest.codes`), with the
+value) is a concept of the standard's code dictionaries (:mod:`atlas.privacy.codes`), with the
 standard's meaning in place of the typed one; a SNOMED CT code not in those dictionaries is
 kept when its value is a well-formed SCTID (Verhoeff check digit), its typed meaning cleaned
 like a descriptor or dropped; any other code (private schemes, malformed values) is dropped,
@@ -31,67 +32,13 @@ label object are not read at all.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from atlas.ingest.codes import is_sctid, standard_meaning
-from atlas.ingest.deid import clean_code_meaning, clean_text
 from atlas.ingest.model import LabelVolume
-from atlas.ingest.safe_text import printable
+from atlas.privacy.descriptors import clean_code, clean_name, neutral_name
 
-__all__ = ["clean_code", "clean_name", "deidentify_labels", "label_properties", "neutral_name"]
-
-_NEUTRAL_PREFIX = {"SEG": "segment", "RTSTRUCT": "roi", "NIFTI": "label"}
-#: vocabulary words that name nothing on their own ("John of" must not become "of")
-_FUNCTION_WORDS = frozenset(
-    {"A", "AND", "AT", "BY", "FOR", "FROM", "IN", "NO", "NON", "NOT", "OF", "ON", "OR", "OVER",
-     "PER", "THE", "TO", "UNDER", "VIA", "WITH", "WITHOUT", "W", "WO", "C", "L", "R"}
-)  # fmt: skip
-
-
-def _meaningful(token: str) -> bool:
-    return any(ch.isalpha() for ch in token) and token not in _FUNCTION_WORDS
-
-
-def neutral_name(source: str, value: int) -> str:
-    """The name a label gets when its own name cannot be kept (``roi-3``)."""
-    return f"{_NEUTRAL_PREFIX.get(source.upper(), 'label')}-{int(value)}"
-
-
-def clean_name(text: Any, neutral: str) -> tuple[str, bool]:
-    """``(name to keep, whether it differs from text)`` for one label name (module rules)."""
-    raw = "" if text is None else str(text)
-    safe = " ".join(printable(raw).split())
-    if not safe:
-        return neutral, bool(raw.strip())
-    cleaned = clean_text(safe)
-    if cleaned is None or not any(_meaningful(t) for t in cleaned.upper().split()):
-        return neutral, True
-    cleaned = " ".join(cleaned.split())
-    return cleaned, cleaned != raw
-
-
-def clean_code(code: Mapping[str, Any] | None) -> tuple[dict[str, str] | None, list[str]]:
-    """``(code to keep or None, what was changed)`` for one ``{scheme, value, meaning}``."""
-    if not code:
-        return None, []
-    scheme = " ".join(printable(str(code.get("scheme") or "")).split())
-    value = " ".join(printable(str(code.get("value") or "")).split())
-    typed = str(code.get("meaning") or "")
-    if not scheme or not value:
-        return None, ["code"]
-    known = standard_meaning(scheme, value)
-    if known is None and not (scheme == "SCT" and is_sctid(value)):
-        return None, ["code"]
-    meaning = known if known is not None else clean_code_meaning(scheme, value, typed)
-    kept = {"scheme": scheme, "value": value}
-    if meaning is not None:
-        kept["meaning"] = meaning
-    changed = [] if meaning == typed else ["code_meaning"]
-    if scheme != str(code.get("scheme") or "") or value != str(code.get("value") or ""):
-        changed.insert(0, "code")
-    return kept, changed
+__all__ = ["deidentify_labels", "label_properties"]
 
 
 def deidentify_labels(lab: LabelVolume) -> LabelVolume:

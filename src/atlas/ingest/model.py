@@ -2,8 +2,8 @@
 
 Everything here may hold *original* (identifying) values — UIDs, patient ids, dates — because it
 lives only in memory inside the ingest step. Nothing of it is written anywhere until
-:mod:`atlas.ingest.deid` has mapped it; ``repr`` of these objects hides the identifying fields so
-a stray log line cannot leak them.
+:mod:`atlas.privacy.engine` has mapped it; ``repr`` of these objects hides the identifying fields
+so a stray log line cannot leak them.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from atlas.ingest.safe_text import visible
+from atlas.privacy.safe_text import visible
 
 
 @dataclass(frozen=True)

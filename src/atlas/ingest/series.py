@@ -88,7 +88,7 @@ class SeriesOutcome:
 
 
 def _deidentifier(options: IngestOptions) -> Any:
-    from atlas.ingest.deid import Deidentifier
+    from atlas.privacy.engine import Deidentifier
 
     return Deidentifier.from_env(
         options.secret_env,
@@ -304,16 +304,17 @@ def _series_row_fields(header: Any) -> dict[str, Any]:
 @claims.scoped
 def ingest_series(task: SeriesTask) -> SeriesOutcome:
     """Ingest one series (all its volumes and labels); never raises for bad input."""
-    from atlas.ingest.deid import burned_in_risk, header_json
     from atlas.ingest.geometry import split_series
     from atlas.ingest.label_text import label_properties
     from atlas.ome import LabelSpec, write_image
+    from atlas.privacy.burned_in import burned_in_risk
+    from atlas.privacy.header import header_json
 
     t0 = time.perf_counter()
     group = task.group
     deid = _deidentifier(task.options)
     patient, subject_source = subjects.group_subject(group)
-    subject_id, study_id, series_id = subjects.ids(deid, group)
+    subject_id, study_id, series_id = subjects.ids(deid.site_key, group)
     out = SeriesOutcome(series_id=series_id, status="written", n_files=len(group.instances))
     out.bytes_in = sum(_size(i.ref) for i in group.instances)
     scrub = Scrubber(_originals(group, task.segmentations))

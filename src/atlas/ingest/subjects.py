@@ -1,7 +1,8 @@
 """Which subject (patient) each DICOM instance belongs to, and series that mix subjects.
 
-Every pseudonymous ``subject_id`` is ``Deidentifier.subject_id(key)``: an HMAC of a *subject
-key* with the site secret. The key of an instance is the first of these that gives a value:
+Every pseudonymous ``subject_id`` is :meth:`atlas.privacy.SiteKey.subject_id` of a *subject
+key*: an HMAC with the site secret (:mod:`atlas.privacy.pseudonyms`). The key of an instance is
+the first of these that gives a value:
 
 1. ``map``: the site's subject map (``atlas ingest --subject-map FILE.csv``, see
    :class:`SubjectMap`): an entry for the file's path (the file itself or the nearest folder
@@ -35,10 +36,10 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from atlas.errors import ConfigError
 from atlas.ingest.model import InstanceInfo, Quarantined, SeriesGroup
+from atlas.privacy.pseudonyms import SiteKey
 
 SOURCES = ("map", "patient_id", "name_birth_date", "study_uid")
 MAP_COLUMNS = ("kind", "key", "patient_id")
@@ -205,17 +206,17 @@ def group_subject(group: SeriesGroup) -> tuple[str, str]:
     return subject_key(group.instances[0])
 
 
-def ids(deid: Any, group: SeriesGroup) -> tuple[str, str, str]:
+def ids(site_key: SiteKey, group: SeriesGroup) -> tuple[str, str, str]:
     """``(subject_id, study_id, series_id)`` of a group (parts of a split series differ)."""
     key, _ = group_subject(group)
-    subject = deid.subject_id(key)
+    subject = site_key.subject_id(key)
     if group.split_by_subject:
         return (
             subject,
-            deid.uid(f"{group.study_uid}/subject/{subject}"),
-            deid.uid(f"{group.series_uid}/subject/{subject}"),
+            site_key.uid(f"{group.study_uid}/subject/{subject}"),
+            site_key.uid(f"{group.series_uid}/subject/{subject}"),
         )
-    return subject, deid.uid(group.study_uid), deid.uid(group.series_uid)
+    return subject, site_key.uid(group.study_uid), site_key.uid(group.series_uid)
 
 
 def assign(

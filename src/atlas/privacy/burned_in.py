@@ -40,7 +40,7 @@ from typing import Any
 
 from atlas.errors import ConfigError
 
-__all__ = ["DeviceRule", "burned_in_reason", "device_rules"]
+__all__ = ["DeviceRule", "burned_in_reason", "burned_in_risk", "device_rules", "parse_device_rules"]
 
 _SECONDARY_CAPTURE_CLASSES = frozenset(
     {
@@ -263,3 +263,15 @@ def burned_in_reason(ds: Any) -> str | None:
     if any(_values(ds, k) for k in _CAPTURE_DEVICE_KEYWORDS):
         return "Secondary Capture device attributes present without Burned In Annotation NO"
     return None
+
+
+def burned_in_risk(ds: Any) -> str | None:
+    """Why the pixels of ``ds`` may carry burned-in text, or ``None``.
+
+    The rules (RSNA CTP's burned-in-pixels filters as packaged by the ``deid`` library: Burned
+    In Annotation YES, known device signatures, and, unless Burned In Annotation is NO,
+    Secondary Capture, ultrasound, screen saves and screen-capture devices) are those of
+    :func:`burned_in_reason`; a ``DERIVED\\SECONDARY`` MR or CT reconstruction is not a risk.
+    The reason names no original value.
+    """
+    return burned_in_reason(ds)

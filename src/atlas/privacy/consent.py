@@ -1,7 +1,8 @@
 """The consent registry of a site: which purposes each subject's data may serve.
 
-Scopes: ``research``, ``ai-training``, ``commercial``, ``data-altruism``. A collection has default
-scopes (what its consent form covered); a subject may have their own, which replace the default
+Scopes (:class:`Scope`): ``research``, ``ai-training``, ``commercial``, ``data-altruism``. A
+collection has default scopes (what its consent form covered); a subject may have their own,
+which replace the default
 (a withdrawal from AI training is ``set_subject(..., ["research"])``). The index builder copies
 each subject's scopes into every row, and every query names its purpose: rows whose scopes do
 not cover it are never returned. No registry entry means no scope — nothing is returned.
@@ -12,18 +13,44 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
+from enum import StrEnum
 
 from atlas.errors import InvalidInput, NotFound
 from atlas.storage import Store
 
-SCOPES = ("research", "ai-training", "commercial", "data-altruism")
+__all__ = [
+    "CONSENT_PREFIX",
+    "SCOPES",
+    "Scope",
+    "check_purpose",
+    "check_scopes",
+    "gaps",
+    "load",
+    "remove_subject",
+    "scopes_of",
+    "set_collection_default",
+    "set_subject",
+]
+
+
+class Scope(StrEnum):
+    """A purpose that data may serve: what a consent covers and what a query names."""
+
+    RESEARCH = "research"
+    AI_TRAINING = "ai-training"
+    COMMERCIAL = "commercial"
+    DATA_ALTRUISM = "data-altruism"
+
+
+#: every scope's value, in the order of :class:`Scope`
+SCOPES: tuple[str, ...] = tuple(s.value for s in Scope)
 CONSENT_PREFIX = "_consent"
 _ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
 def check_scopes(scopes: Iterable[str]) -> list[str]:
-    """Validated, de-duplicated, sorted scopes."""
-    out = sorted(set(scopes))
+    """Validated, de-duplicated, sorted scopes (their string values)."""
+    out = sorted({str(s) for s in scopes})
     unknown = [s for s in out if s not in SCOPES]
     if unknown:
         raise InvalidInput(f"unknown consent scope(s) {unknown}; known: {list(SCOPES)}")
@@ -34,7 +61,7 @@ def check_purpose(purpose: str) -> str:
     """A query's purpose must be one of the scopes."""
     if purpose not in SCOPES:
         raise InvalidInput(f"unknown purpose {purpose!r}; choose one of {list(SCOPES)}")
-    return purpose
+    return str(purpose)
 
 
 def _check_id(kind: str, value: str) -> str:

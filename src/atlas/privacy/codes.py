@@ -4,7 +4,8 @@ A coded entry (Code Value + Coding Scheme Designator + Code Meaning) names a con
 public vocabulary; its Code Meaning, though, is typed by whoever made the object and may hold
 anything. Atlas therefore replaces the meaning of every code it *knows* by the standard's
 text, and treats the meaning of any other code as free text (see
-:func:`atlas.ingest.deid.clean_code_meaning` and :mod:`atlas.ingest.label_text`).
+:func:`atlas.privacy.descriptors.clean_code_meaning` and
+:func:`~atlas.privacy.descriptors.clean_code`).
 
 Where the knowledge comes from (library data, never hand-typed)
 ----------------------------------------------------------------
