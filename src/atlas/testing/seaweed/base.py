@@ -289,8 +289,13 @@ class _SeaweedBase:
             time.sleep(interval)
 
     def _wait_for_s3(self, deadline: float) -> None:
-        """Wait until a signed ``ListBuckets`` succeeds, then create any missing bucket."""
-        client = self.s3_client(timeout=2.0)
+        """Wait until a signed ``ListBuckets`` succeeds, then create any missing bucket.
+
+        A probe waits at most 2 s, and never much past ``deadline``: weed accepts connections
+        on its S3 port before it answers them, so a 2 s probe started at the deadline could
+        still succeed after it.
+        """
+        client = self.s3_client(timeout=min(2.0, max(deadline - time.monotonic(), 0.1)))
 
         def buckets_ready() -> bool:
             existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
