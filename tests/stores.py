@@ -1,10 +1,10 @@
-"""Store fixtures shared by the test modules: the same tests run on local, memory and S3."""
+"""Store builders shared by the test modules (the ``any_store`` fixture in ``conftest.py`` uses
+them to run the same tests on local, memory and S3)."""
 
 from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
@@ -46,9 +46,3 @@ def make_store(kind: str, request: pytest.FixtureRequest, tmp_path) -> Store:
         return open_store(f"memory://test-{uuid.uuid4().hex[:10]}", site="test-site")
     server = request.getfixturevalue("seaweed")
     return s3_store(server)
-
-
-@pytest.fixture(params=STORE_KINDS)
-def any_store(request: pytest.FixtureRequest, tmp_path) -> Iterator[Store]:
-    """Every kind of store in turn: a fresh, empty location for each test."""
-    yield make_store(request.param, request, tmp_path)

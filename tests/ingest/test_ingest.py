@@ -28,11 +28,6 @@ SECRET = "test-site-key-not-for-production-0123456789"
 OPTIONS = IngestOptions(secret_env=SECRET_ENV)
 
 
-@pytest.fixture(autouse=True)
-def site_secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(SECRET_ENV, SECRET)
-
-
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory):
     from atlas.testing.synthetic import make_study

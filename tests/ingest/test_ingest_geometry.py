@@ -8,12 +8,9 @@ or from the synthetic study generator; every ingest runs in-process into a tempo
 
 from __future__ import annotations
 
-import copy
 import itertools
 import json
 import math
-import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,117 +21,23 @@ pydicom = pytest.importorskip("pydicom")
 data_store = pytest.importorskip("data_store")
 
 from pydicom.data import get_testdata_file  # noqa: E402
-from pydicom.uid import generate_uid  # noqa: E402
+from tests.ingest.geometry_series import (  # noqa: E402
+    DATA_STORE,
+    TOL_MM,
+    Series,
+    assert_every_slice_at_its_ipp,
+    assert_no_nonfinite_json,
+    ingest_series,
+)
 
 from atlas.ingest import records  # noqa: E402
-from atlas.ingest.driver import IngestSummary, ingest, write_report  # noqa: E402
+from atlas.ingest.driver import write_report  # noqa: E402
 from atlas.ingest.geometry import slice_normal  # noqa: E402
 from atlas.ingest.parts import regular_runs  # noqa: E402
-from atlas.ingest.series import IngestOptions  # noqa: E402
 from atlas.ome import open_image  # noqa: E402
-from atlas.privacy import Deidentifier  # noqa: E402
-from atlas.storage import Store, open_store  # noqa: E402
+from atlas.storage import open_store  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-
-SECRET_ENV = "ATLAS_TEST_SITE_SECRET"
-SECRET = "test-site-key-not-for-production-0123456789"
-OPTIONS = IngestOptions(secret_env=SECRET_ENV, allow_burned_in=True)
-DATA_STORE = Path(data_store.__file__).parent / "data"
-AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
-TOL_MM = 1e-3
-
-
-@pytest.fixture(autouse=True)
-def site_secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(SECRET_ENV, SECRET)
-
-
-def _ds_text(value: float) -> str:
-    text = f"{value:.6f}".rstrip("0").rstrip(".")
-    return text if text not in ("", "-0") else "0"
-
-
-class Series:
-    """CT slices copied from ``CT_small.dcm`` with chosen geometry (one series)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
-        self.base = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
-        self.series_uid = generate_uid()
-        #: original SOP Instance UID -> Image Position (Patient) written
-        self.positions: dict[str, tuple[float, ...]] = {}
-
-    def write(
-        self,
-        position: Sequence[float] | None,
-        *,
-        iop: Sequence[float] | None = AXIAL,
-        edit: dict[str, Any] | None = None,
-    ) -> Path:
-        ds = copy.deepcopy(self.base)
-        uid = generate_uid()
-        ds.SOPInstanceUID = uid
-        ds.file_meta.MediaStorageSOPInstanceUID = uid
-        ds.SeriesInstanceUID = self.series_uid
-        ds.InstanceNumber = len(self.positions) + 1
-        if position is not None:
-            ds.ImagePositionPatient = [_ds_text(v) for v in position]
-            self.positions[uid] = tuple(float(v) for v in position)
-        if iop is not None:
-            ds.ImageOrientationPatient = [_ds_text(v) for v in iop]
-        for keyword, value in (edit or {}).items():
-            if value is None:
-                delattr(ds, keyword)
-            else:
-                setattr(ds, keyword, value)
-        path = self.folder / f"slice{len(list(self.folder.iterdir())):03d}.dcm"
-        ds.save_as(path)
-        return path
-
-
-def _ingest(sources: Sequence[Path], store_dir: Path) -> tuple[IngestSummary, Store]:
-    os.environ[SECRET_ENV] = SECRET
-    store = open_store(str(store_dir))
-    summary = ingest(
-        [str(s) for s in sources],
-        store=store,
-        site="test-site",
-        collection="geometry",
-        scheduler="synchronous",
-        options=OPTIONS,
-    )
-    return summary, store
-
-
-def _strict_json(text: str) -> Any:
-    def refuse(token: str) -> None:
-        raise AssertionError(f"non-finite number {token} in JSON")
-
-    return json.loads(text, parse_constant=refuse)
-
-
-def _assert_no_nonfinite_json(root: Path) -> None:
-    for path in root.rglob("zarr.json"):
-        _strict_json(path.read_text())
-
-
-def _assert_every_slice_at_its_ipp(store: Store, originals: dict[str, tuple[float, ...]]) -> int:
-    """For every written image row: affine @ (z, 0, 0, 1) is that slice's IPP."""
-    deid = Deidentifier.from_env(SECRET_ENV)
-    ipp_of = {deid.uid(uid): pos for uid, pos in originals.items()}
-    rows = records.read_table(store, "images").to_pylist()
-    affines: dict[str, np.ndarray] = {}
-    for row in rows:
-        path = row["image_path"]
-        if path not in affines:
-            affines[path] = np.asarray(open_image(store, path).metadata.affine)
-        lps = affines[path] @ np.array([row["z_index"], 0.0, 0.0, 1.0])
-        np.testing.assert_allclose(lps[:3], ipp_of[row["sop_instance_id"]], atol=TOL_MM)
-    assert {r["sop_instance_id"] for r in rows} == set(ipp_of)
-    return len(affines)
-
 
 # ------------------------------------------------------------------------------------------
 # 1. slices are never misplaced: gaps and varying spacing split into evenly spaced parts
@@ -173,9 +76,9 @@ def test_every_written_slice_is_at_its_image_position(
     series = Series(tmp_path / "src")
     for k in np.random.default_rng(len(z)).permutation(len(z)):  # files in no order
         series.write((-30.0, 12.5, z[int(k)]))
-    summary, store = _ingest([tmp_path / "src"], tmp_path / "store")
+    summary, store = ingest_series([tmp_path / "src"], tmp_path / "store")
     assert not summary.quarantined and len(summary.written) == 1
-    n_images = _assert_every_slice_at_its_ipp(store, series.positions)
+    n_images = assert_every_slice_at_its_ipp(store, series.positions)
     assert n_images > 1  # split, not one volume with one z step
     # the parts say what they are: part k of n, which original slices, why
     rows = records.read_table(store, "series").to_pylist()
@@ -191,7 +94,7 @@ def test_every_written_slice_is_at_its_image_position(
         covered.extend(range(part["first_slice"], part["last_slice"] + 1))
         assert part["last_slice"] - part["first_slice"] + 1 == meta.shape[0]
     assert sorted(covered) == list(range(len(z)))  # every slice once, none invented
-    _assert_no_nonfinite_json(tmp_path / "store")
+    assert_no_nonfinite_json(tmp_path / "store")
 
 
 def test_labels_follow_their_slices_into_the_parts(tmp_path: Path) -> None:
@@ -211,7 +114,7 @@ def test_labels_follow_their_slices_into_the_parts(tmp_path: Path) -> None:
     for k in missing:
         ordered[k].unlink()
     kept = [k for k in range(len(ordered)) if k not in missing]
-    summary, store = _ingest([ordered[0].parent, study.rtstruct_file], tmp_path / "store")
+    summary, store = ingest_series([ordered[0].parent, study.rtstruct_file], tmp_path / "store")
     assert not summary.quarantined
     (written,) = summary.written
     assert len(written.images) == 2
@@ -232,7 +135,7 @@ def test_multiframe_gap_is_split_too(tmp_path: Path) -> None:
     ds.GridFrameOffsetVector = offsets
     (tmp_path / "src").mkdir()
     ds.save_as(tmp_path / "src" / "dose.dcm")
-    summary, store = _ingest([tmp_path / "src"], tmp_path / "store")
+    summary, store = ingest_series([tmp_path / "src"], tmp_path / "store")
     assert not summary.quarantined
     ipp = np.asarray([float(v) for v in ds.ImagePositionPatient])
     normal = slice_normal([float(v) for v in ds.ImageOrientationPatient])
@@ -259,7 +162,7 @@ def test_multiframe_invalid_geometry_is_quarantined(
     setattr(ds, keyword, value)
     (tmp_path / "src").mkdir()
     ds.save_as(tmp_path / "src" / "dose.dcm")
-    summary, _ = _ingest([tmp_path / "src"], tmp_path / "store")
+    summary, _ = ingest_series([tmp_path / "src"], tmp_path / "store")
     (q,) = summary.quarantined
     assert q.reason.startswith("invalid Image") and "internal error" not in q.reason
     assert not summary.written
@@ -275,9 +178,9 @@ def test_real_series_with_a_200_mm_gap(tmp_path: Path) -> None:
     for path in sorted(folder.iterdir()):
         ds = pydicom.dcmread(path, stop_before_pixels=True)
         originals[str(ds.SOPInstanceUID)] = tuple(float(v) for v in ds.ImagePositionPatient)
-    summary, store = _ingest([folder], tmp_path / "store")
+    summary, store = ingest_series([folder], tmp_path / "store")
     assert not summary.quarantined
-    assert _assert_every_slice_at_its_ipp(store, originals) == 2
+    assert assert_every_slice_at_its_ipp(store, originals) == 2
     sizes = sorted(r["size_z"] for r in records.read_table(store, "series").to_pylist())
     assert sizes == [1, 3]
     # the evenly spaced real series beside it stays one volume, also as SimpleITK reads it
@@ -291,9 +194,9 @@ def test_regular_series_stays_one_volume(tmp_path: Path) -> None:
     iop = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)  # sagittal: slices along +x (L)
     for k in (3, 1, 0, 2, 4):
         series.write((1.25 * k - 10.0, -5.0, 40.0), iop=iop)
-    summary, store = _ingest([tmp_path / "src"], tmp_path / "store")
+    summary, store = ingest_series([tmp_path / "src"], tmp_path / "store")
     assert not summary.quarantined
-    assert _assert_every_slice_at_its_ipp(store, series.positions) == 1
+    assert assert_every_slice_at_its_ipp(store, series.positions) == 1
     (row,) = records.read_table(store, "series").to_pylist()
     assert (row["part"], row["parts"]) == (1, 1)
     assert math.isclose(row["spacing_z"], 1.25, abs_tol=1e-5)
@@ -328,7 +231,7 @@ def test_invalid_geometry_value_is_quarantined_with_a_reason(
     for k in range(5):
         path = series.write((0.0, 0.0, 2.0 * k), edit={keyword: value} if k == 2 else None)
         bad = path if k == 2 else bad
-    summary, store = _ingest([tmp_path / "src"], tmp_path / "store")
+    summary, store = ingest_series([tmp_path / "src"], tmp_path / "store")
     reasons = {Path(q.ref.path): q.reason for q in summary.quarantined}
     assert set(reasons) == {bad}
     assert attribute in reasons[bad] and why in reasons[bad]
@@ -338,15 +241,15 @@ def test_invalid_geometry_value_is_quarantined_with_a_reason(
     assert any(attribute in q["reason"] for q in report["quarantined"])
     good = {u: p for u, p in series.positions.items() if p != (0.0, 0.0, 4.0)}
     if keyword != "ImagePositionPatient":
-        _assert_every_slice_at_its_ipp(store, good)
-    _assert_no_nonfinite_json(tmp_path / "store")
+        assert_every_slice_at_its_ipp(store, good)
+    assert_no_nonfinite_json(tmp_path / "store")
 
 
 @pytest.mark.parametrize("thickness", ["NaN", "inf", "-1", "0"])
 def test_invalid_slice_thickness_is_noted_not_defaulted(tmp_path: Path, thickness: str) -> None:
     series = Series(tmp_path / "src")
     series.write((0.0, 0.0, 7.0), edit={"SliceThickness": thickness})
-    summary, store = _ingest([tmp_path / "src"], tmp_path / "store")
+    summary, store = ingest_series([tmp_path / "src"], tmp_path / "store")
     assert not summary.quarantined and len(summary.written) == 1
     (row,) = records.read_table(store, "series").to_pylist()
     assert row["slice_thickness"] is None  # not NaN, not a made-up value
@@ -359,11 +262,11 @@ def test_invalid_slice_thickness_is_noted_not_defaulted(tmp_path: Path, thicknes
     ds = pydicom.dcmread(path)
     del ds.SpacingBetweenSlices
     ds.save_as(path)
-    summary, store = _ingest([tmp_path / "src"], tmp_path / "store2")
+    summary, store = ingest_series([tmp_path / "src"], tmp_path / "store2")
     (row,) = records.read_table(store, "series").to_pylist()
     note = open_image(store, row["image_path"]).metadata.extra["spacing_note"] or ""
     assert "placeholder" in note and row["slice_thickness"] is None
-    _assert_no_nonfinite_json(tmp_path / "store")
+    assert_no_nonfinite_json(tmp_path / "store")
 
 
 def test_invalid_spacing_of_an_image_without_geometry_is_noted(tmp_path: Path) -> None:
@@ -386,20 +289,20 @@ def test_invalid_spacing_of_an_image_without_geometry_is_noted(tmp_path: Path) -
         },
     )
     for source, store_dir in ((real, "real"), (tmp_path / "src", "crafted")):
-        summary, store = _ingest([source], tmp_path / store_dir)
+        summary, store = ingest_series([source], tmp_path / store_dir)
         assert not summary.quarantined and len(summary.written) == 1
         (row,) = records.read_table(store, "series").to_pylist()
         assert (row["spacing_y"], row["spacing_x"]) == (1.0, 1.0)
         note = open_image(store, row["image_path"]).metadata.extra["spacing_note"] or ""
         assert "invalid Pixel Spacing" in note and "ignored" in note and "placeholder" in note
-        _assert_no_nonfinite_json(tmp_path / store_dir)
+        assert_no_nonfinite_json(tmp_path / store_dir)
 
 
 def test_missing_pixel_spacing_is_noted(tmp_path: Path) -> None:
     series = Series(tmp_path / "src")
     for k in range(3):
         series.write((0.0, 0.0, 2.0 * k), edit={"PixelSpacing": None})
-    summary, store = _ingest([tmp_path / "src"], tmp_path / "store")
+    summary, store = ingest_series([tmp_path / "src"], tmp_path / "store")
     assert not summary.quarantined
     (row,) = records.read_table(store, "series").to_pylist()
     note = open_image(store, row["image_path"]).metadata.extra["spacing_note"]
@@ -428,7 +331,7 @@ def _sitk_read(source: Path) -> Any:
 def _compare_with_sitk(source: Path, tmp_path: Path, *, multi_slice: bool) -> dict[str, Any]:
     """Ingest ``source``; assert origin/spacing/direction/OME transform match SimpleITK."""
     itk = _sitk_read(source)
-    summary, store = _ingest([source], tmp_path / "store")
+    summary, store = ingest_series([source], tmp_path / "store")
     assert not summary.quarantined and len(summary.written) == 1
     (path,) = summary.written[0].images
     meta = open_image(store, path).metadata
@@ -462,7 +365,7 @@ def _compare_with_sitk(source: Path, tmp_path: Path, *, multi_slice: bool) -> di
             ome = translation + scale * np.array([iz, iy, ix])
             point = itk.TransformIndexToPhysicalPoint((int(ix), int(iy), int(iz)))
             np.testing.assert_allclose(ome[::-1], point, atol=TOL_MM)
-    _assert_no_nonfinite_json(tmp_path / "store")
+    assert_no_nonfinite_json(tmp_path / "store")
     return {"meta": meta, "itk_direction": itk_direction}
 
 
@@ -504,7 +407,7 @@ def test_flipped_axes_series_matches_simpleitk(tmp_path: Path, iop: tuple[float,
     meta = out["meta"]
     # translation is the patient position of voxel 0 (not its projection on a flipped axis)
     np.testing.assert_allclose(meta.levels[0].translation, np.asarray(meta.origin)[::-1])
-    _assert_every_slice_at_its_ipp(open_store(str(tmp_path / "store")), series.positions)
+    assert_every_slice_at_its_ipp(open_store(str(tmp_path / "store")), series.positions)
 
 
 @pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm"])

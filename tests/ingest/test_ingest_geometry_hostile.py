@@ -1,7 +1,7 @@
 """Crafted geometry an attacker (or a broken scanner) could send: every voxel still lands where
 its slice's header says, or the instance is quarantined with a reason.
 
-Uses the ``Series`` builder of ``tests/ingest/test_ingest_geometry.py`` (copies of pydicom's
+Uses the ``Series`` builder of ``tests/ingest/geometry_series.py`` (copies of pydicom's
 ``CT_small.dcm`` with chosen geometry).
 """
 
@@ -12,15 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.ingest.test_ingest_geometry import (  # noqa: F401 (site_secret is an autouse fixture)
+from tests.ingest.geometry_series import (
     AXIAL,
     SECRET_ENV,
     TOL_MM,
     Series,
-    _assert_every_slice_at_its_ipp,
-    _assert_no_nonfinite_json,
-    _ingest,
-    site_secret,
+    assert_every_slice_at_its_ipp,
+    assert_no_nonfinite_json,
+    ingest_series,
 )
 
 from atlas.ingest import records
@@ -39,7 +38,7 @@ def test_slices_with_different_pixel_spacing_are_not_one_volume(tmp_path: Path) 
         ps = (0.5, 0.5) if k % 2 else (0.7, 0.6)
         series.write((-30.0, 12.5, 5.0 * k), edit={"PixelSpacing": [str(v) for v in ps]})
         spacing_of[list(series.positions)[-1]] = ps
-    summary, store = _ingest([tmp_path / "src"], tmp_path / "store")
+    summary, store = ingest_series([tmp_path / "src"], tmp_path / "store")
     assert not summary.quarantined
     deid = Deidentifier.from_env(SECRET_ENV)
     truth = {deid.uid(u): (series.positions[u], spacing_of[u]) for u in series.positions}
@@ -77,18 +76,18 @@ def test_absurd_geometry_magnitudes_are_quarantined(
     series = Series(tmp_path / "src")
     for value in z:
         series.write((0.0, 0.0, value), iop=AXIAL, edit=edit)
-    summary, store = _ingest([tmp_path / "src"], tmp_path / "store")
+    summary, store = ingest_series([tmp_path / "src"], tmp_path / "store")
     assert not summary.written, name
     assert len(summary.quarantined) == len(z)
     assert all("exceeds" in q.reason and "internal" not in q.reason for q in summary.quarantined)
     _finite_rows(store)
-    _assert_no_nonfinite_json(tmp_path / "store")
+    assert_no_nonfinite_json(tmp_path / "store")
 
 
 def test_absurd_slice_thickness_is_ignored_not_infinite(tmp_path: Path) -> None:
     series = Series(tmp_path / "src")
     series.write((0.0, 0.0, 0.0), edit={"SliceThickness": "1e300"})
-    summary, store = _ingest([tmp_path / "src"], tmp_path / "store")
+    summary, store = ingest_series([tmp_path / "src"], tmp_path / "store")
     assert len(summary.written) == 1
     _finite_rows(store)
     (row,) = records.read_table(store, "series").to_pylist()
@@ -101,11 +100,11 @@ def test_only_the_slices_beyond_the_bound_are_quarantined(tmp_path: Path) -> Non
     series = Series(tmp_path / "src")
     for value in (0.0, 5.0, 10.0, 15.0, 2e6, 2e6 + 5.0):
         series.write((0.0, 0.0, value))
-    summary, store = _ingest([tmp_path / "src"], tmp_path / "store")
+    summary, store = ingest_series([tmp_path / "src"], tmp_path / "store")
     assert len(summary.quarantined) == 2
     assert all("exceeds" in q.reason for q in summary.quarantined)
     near = {u: p for u, p in series.positions.items() if p[2] < 1e6}
-    assert _assert_every_slice_at_its_ipp(store, near) == 1
+    assert assert_every_slice_at_its_ipp(store, near) == 1
     _finite_rows(store)
 
 
@@ -127,12 +126,12 @@ def test_nearly_orthonormal_orientation_is_written_or_quarantined(
     series = Series(tmp_path / "src")
     for k in range(4):
         series.write((0.0, 0.0, 5.0 * k), iop=iop)
-    summary, store = _ingest([tmp_path / "src"], tmp_path / "store")
+    summary, store = ingest_series([tmp_path / "src"], tmp_path / "store")
     for q in summary.quarantined:
         assert q.reason.startswith("invalid Image Orientation (Patient)"), q.reason
     if summary.written:
         assert not summary.quarantined
-        _assert_every_slice_at_its_ipp(store, series.positions)
+        assert_every_slice_at_its_ipp(store, series.positions)
     else:
         assert len(summary.quarantined) == 4
 
@@ -160,7 +159,7 @@ def test_invalid_grid_frame_offsets_are_quarantined(tmp_path: Path, offsets: lis
     reason naming it (frames were placed 1 mm apart without a word, or blamed on the Image
     Position)."""
     _dose(tmp_path / "src", offsets)
-    summary, _ = _ingest([tmp_path / "src"], tmp_path / "store")
+    summary, _ = ingest_series([tmp_path / "src"], tmp_path / "store")
     assert not summary.written
     (q,) = summary.quarantined
     assert q.reason.startswith("invalid Grid Frame Offset Vector"), q.reason
@@ -168,7 +167,7 @@ def test_invalid_grid_frame_offsets_are_quarantined(tmp_path: Path, offsets: lis
 
 def test_frames_without_offsets_or_thickness_get_a_placeholder_note(tmp_path: Path) -> None:
     _dose(tmp_path / "src", None)
-    summary, store = _ingest([tmp_path / "src"], tmp_path / "store")
+    summary, store = ingest_series([tmp_path / "src"], tmp_path / "store")
     assert not summary.quarantined
     (row,) = records.read_table(store, "series").to_pylist()
     note = open_image(store, row["image_path"]).metadata.extra["spacing_note"]
@@ -181,7 +180,7 @@ def test_enhanced_frames_with_different_pixel_spacing_are_quarantined(tmp_path: 
     import copy
 
     import pydicom
-    from tests.ingest.test_ingest_geometry import DATA_STORE
+    from tests.ingest.geometry_series import DATA_STORE
 
     ds = pydicom.dcmread(DATA_STORE / "eCT_Supplemental.dcm")
     shared = ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
@@ -191,7 +190,7 @@ def test_enhanced_frames_with_different_pixel_spacing_are_quarantined(tmp_path: 
         item.PixelMeasuresSequence = [measures]
     (tmp_path / "src").mkdir()
     ds.save_as(tmp_path / "src" / "ect.dcm")
-    summary, _ = _ingest([tmp_path / "src"], tmp_path / "store")
+    summary, _ = ingest_series([tmp_path / "src"], tmp_path / "store")
     assert not summary.written
     (q,) = summary.quarantined
     assert "different pixel spacings" in q.reason, q.reason

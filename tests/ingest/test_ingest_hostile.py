@@ -47,11 +47,6 @@ CAP = 16 * MiB
 PYDICOM_DATA = Path(get_testdata_file("CT_small.dcm") or "").parent
 
 
-@pytest.fixture(autouse=True)
-def site_secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(SECRET_ENV, SECRET)
-
-
 def pydicom_file(name: str) -> Path:
     path = get_testdata_file(name)
     assert path is not None, name

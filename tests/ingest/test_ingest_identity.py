@@ -28,11 +28,6 @@ BURNED_OK = IngestOptions(secret_env=SECRET_ENV, allow_burned_in=True)
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
-@pytest.fixture(autouse=True)
-def site_secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(SECRET_ENV, SECRET)
-
-
 def _deid():
     from atlas.privacy import Deidentifier
 

@@ -11,11 +11,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from tests.ingest.test_ingest_geometry import (  # noqa: F401 (site_secret is an autouse fixture)
-    SECRET_ENV,
-    _ingest,
-    site_secret,
-)
+from tests.ingest.geometry_series import SECRET_ENV, ingest_series
 
 from atlas.ingest import records
 from atlas.ome import open_image
@@ -65,7 +61,7 @@ def _study(folder: Path, tilt_deg: float) -> tuple[object, dict[str, np.ndarray]
 @pytest.mark.parametrize("tilt_deg", [TILT_DEG, 0.0])
 def test_tilted_stack_places_every_voxel_at_its_position(tmp_path: Path, tilt_deg: float) -> None:
     study, ipps = _study(tmp_path / "src", tilt_deg)
-    summary, store = _ingest([tmp_path / "src"], tmp_path / "store")
+    summary, store = ingest_series([tmp_path / "src"], tmp_path / "store")
     assert not summary.quarantined
     (written,) = summary.written
     (path,) = written.images  # one image: a tilted stack is not split
@@ -148,7 +144,7 @@ def test_tilted_stack_with_a_gap_is_split_into_sheared_parts(tmp_path: Path) -> 
     for k in (4, 5):
         ipps.pop(str(pydicom.dcmread(by_z[k]).SOPInstanceUID))
         by_z[k].unlink()
-    summary, store = _ingest([tmp_path / "src"], tmp_path / "store")
+    summary, store = ingest_series([tmp_path / "src"], tmp_path / "store")
     assert not summary.quarantined
     (written,) = summary.written
     assert len(written.images) == 2

@@ -24,11 +24,6 @@ SECRET_ENV = "ATLAS_TEST_SITE_SECRET"
 SECRET = "test-site-key-not-for-production-0123456789"
 
 
-@pytest.fixture(autouse=True)
-def site_secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(SECRET_ENV, SECRET)
-
-
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from atlas.testing.synthetic import make_study

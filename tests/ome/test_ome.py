@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import zarr
-from tests.stores import any_store  # noqa: F401
 
 from atlas.errors import AlreadyExists, CorruptData, IncompleteImage, InvalidInput, NotFound
 from atlas.kernels import downsample_mean, downsample_mode

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 import zarr
-from tests.stores import any_store, s3_store  # noqa: F401
+from tests.stores import s3_store
 
 from atlas.errors import (
     ConfigError,

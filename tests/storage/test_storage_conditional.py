@@ -20,7 +20,7 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 import pytest
-from tests.stores import any_store, s3_store  # noqa: F401
+from tests.stores import s3_store
 
 import atlas.storage.store as store_module
 from atlas.errors import Forbidden, InjectedFault, InvalidInput, NotFound, StoreUnavailable
