@@ -146,7 +146,7 @@ def ingest_demo(store: Store, data_dir: Path, console: Console) -> dict[str, Any
     """
     import os
 
-    from atlas.ingest import records
+    from atlas import records
     from atlas.ingest.driver import ingest
     from atlas.ingest.series import IngestOptions
     from atlas.testing.synthetic import make_study

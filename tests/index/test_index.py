@@ -10,6 +10,7 @@ from collections import Counter
 import pyarrow.parquet as pq
 import pytest
 
+from atlas import records
 from atlas.errors import CorruptData, InvalidInput, NotFound, StoreUnavailable
 from atlas.index import layout
 from atlas.index.build import build_index
@@ -18,7 +19,6 @@ from atlas.index.erase import erase_subject, verify_erased
 from atlas.index.gc import collect_garbage
 from atlas.index.publish import ConcurrentBuild, load_manifest, read_current
 from atlas.index.release import create_release, load_release
-from atlas.ingest import records
 from atlas.privacy import audit, consent
 from atlas.privacy.pseudonyms import SiteKey
 from atlas.storage import Store, open_store

@@ -15,6 +15,7 @@ import pytest
 
 import atlas.index.build as build_mod
 import atlas.index.erase as erase_mod
+from atlas import records
 from atlas.errors import NotFound
 from atlas.index import layout
 from atlas.index.build import build_index
@@ -24,7 +25,6 @@ from atlas.index.gc import collect_garbage, folders
 from atlas.index.lease import LeaseLost, claim, read_lease
 from atlas.index.publish import load_manifest, read_current
 from atlas.index.release import create_release, load_release
-from atlas.ingest import records
 from atlas.privacy import audit, consent
 from atlas.privacy.pseudonyms import SiteKey
 from atlas.storage import Store, open_store

@@ -23,7 +23,7 @@ data_store = pytest.importorskip("data_store")
 from pydicom.data import get_testdata_file  # noqa: E402
 from pydicom.uid import generate_uid  # noqa: E402
 
-from atlas.ingest import records  # noqa: E402
+from atlas import records  # noqa: E402
 from atlas.ingest.driver import IngestSummary, ingest  # noqa: E402
 from atlas.ingest.series import IngestOptions  # noqa: E402
 from atlas.ome import open_image  # noqa: E402

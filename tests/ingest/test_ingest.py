@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 from tests.source_truth import assert_images_match_sources, source_series
 
-from atlas.ingest import journal, records
+from atlas import records
 from atlas.ingest.driver import ingest, write_report
 from atlas.ingest.series import IngestOptions
 from atlas.ome import find_incomplete, open_image
+from atlas.records import journal
 from atlas.storage import Store, open_store
 
 SECRET_ENV = "ATLAS_TEST_SITE_SECRET"

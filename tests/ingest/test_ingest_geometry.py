@@ -30,7 +30,7 @@ from tests.ingest.geometry_series import (  # noqa: E402
     ingest_series,
 )
 
-from atlas.ingest import records  # noqa: E402
+from atlas import records  # noqa: E402
 from atlas.ingest.driver import write_report  # noqa: E402
 from atlas.ingest.geometry import slice_normal  # noqa: E402
 from atlas.ingest.parts import regular_runs  # noqa: E402

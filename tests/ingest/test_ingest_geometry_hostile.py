@@ -22,7 +22,7 @@ from tests.ingest.geometry_series import (
     ingest_series,
 )
 
-from atlas.ingest import records
+from atlas import records
 from atlas.ome import open_image
 from atlas.privacy import Deidentifier
 

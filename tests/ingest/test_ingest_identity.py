@@ -14,11 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from atlas import records
 from atlas.errors import ConfigError
-from atlas.ingest import claims, journal, ownership, records
+from atlas.ingest import claims
 from atlas.ingest.driver import ingest, write_report
 from atlas.ingest.series import IngestOptions
 from atlas.ome import find_incomplete, open_image
+from atlas.records import journal, ownership
 from atlas.storage import open_store
 
 SECRET_ENV = "ATLAS_TEST_SITE_SECRET"

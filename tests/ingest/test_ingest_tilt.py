@@ -13,7 +13,7 @@ import pydicom
 import pytest
 from tests.ingest.geometry_series import SECRET_ENV, ingest_series
 
-from atlas.ingest import records
+from atlas import records
 from atlas.ome import open_image
 from atlas.privacy import Deidentifier
 from atlas.testing.synthetic import make_study

@@ -37,7 +37,7 @@ consent_app = typer.Typer(help="The consent registry of a site.")
 
 def _single_store(url: str, site: str | None) -> dict[str, Store]:
     """One store by URL under ``site``, or under the site it records when ``site`` is None."""
-    from atlas.ingest.ownership import check_site, recorded_site
+    from atlas.records.ownership import check_site, recorded_site
     from atlas.storage import open_store
 
     name = site or recorded_site(open_store(url)) or DEFAULT_SITE
@@ -47,7 +47,7 @@ def _single_store(url: str, site: str | None) -> dict[str, Store]:
 
 
 def resolve_stores(sites: Path | None, store: str | None, site: str | None) -> dict[str, Store]:
-    """site name → store, from --store/--site or from sites.toml (else ./atlas-data)."""
+    """Site name → store, from --store/--site or from sites.toml (else ./atlas-data)."""
     from atlas.config import load_sites
 
     if store is not None:

@@ -79,7 +79,7 @@ def ingest_command(
     from atlas.errors import ConfigError, InvalidInput
     from atlas.ingest.driver import ingest, write_report
     from atlas.ingest.safe_io import parse_size
-    from atlas.ingest.series import IngestOptions, _deidentifier
+    from atlas.ingest.series import IngestOptions, make_deidentifier
     from atlas.ingest.subjects import SubjectMap
     from atlas.storage import open_store
 
@@ -106,7 +106,7 @@ def ingest_command(
     options = IngestOptions(
         secret_env=secret_env, allow_burned_in=allow_burned_in, max_image_bytes=limit
     )
-    _deidentifier(options)  # a missing or weak key fails here, before any work starts
+    make_deidentifier(options)  # a missing or weak key fails here, before any work starts
     mapping = SubjectMap.from_csv(subject_map) if subject_map is not None else None
     console = Console(stderr=True)
     console.print(

@@ -29,10 +29,10 @@ from atlas.errors import CorruptData, NotFound
 from atlas.index import layout, scratch
 from atlas.index.lease import DEFAULT_TTL_S, Lease, claim
 from atlas.index.publish import publish, read_current
-from atlas.ingest.ownership import check_site
-from atlas.ingest.records import STAGING_PREFIX
-from atlas.ingest.records import schemas as staging_schemas
 from atlas.privacy import consent
+from atlas.records import STAGING_PREFIX
+from atlas.records import schemas as staging_schemas
+from atlas.records.ownership import check_site
 from atlas.storage import Store
 
 MANIFEST_FORMAT = 1

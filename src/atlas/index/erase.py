@@ -48,10 +48,10 @@ from atlas.index.publish import (
     swap_current,
     write_manifest,
 )
-from atlas.ingest.journal import JOURNAL_PREFIX
-from atlas.ingest.records import STAGING_PREFIX
 from atlas.privacy import audit, consent
 from atlas.privacy.pseudonyms import SiteKey
+from atlas.records import STAGING_PREFIX
+from atlas.records.journal import JOURNAL_PREFIX
 from atlas.storage import Store
 
 #: held while an erasure runs: erasures of one site run one at a time (step 3 deletes index

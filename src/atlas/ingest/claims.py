@@ -34,7 +34,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from atlas.errors import NotFound
-from atlas.ingest.journal import JOURNAL_PREFIX
+from atlas.records.journal import JOURNAL_PREFIX
 from atlas.storage import Store
 
 CLAIMS_PREFIX = f"{JOURNAL_PREFIX}/_claims"

@@ -22,18 +22,19 @@ from pathlib import Path
 from typing import Any
 
 from atlas.errors import ConfigError
-from atlas.ingest import ownership, processes, quiet, subjects
+from atlas.ingest import processes, quiet, subjects
 from atlas.ingest.model import FileRef, InstanceInfo, Quarantined
 from atlas.ingest.series import (
     IngestOptions,
     Scrubber,
     SeriesOutcome,
     SeriesTask,
-    _deidentifier,
     _originals,
     ingest_series,
+    make_deidentifier,
 )
 from atlas.privacy.pseudonyms import SiteKey
+from atlas.records import ownership
 from atlas.storage import Store
 
 _NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
@@ -208,7 +209,7 @@ def plan(
     options = options or IngestOptions()
     _check_name("site", site)
     _check_name("collection", collection)
-    _deidentifier(options)  # fail fast on a missing or weak key, before reading any pixels
+    make_deidentifier(options)  # fail fast on a missing or weak key, before reading any pixels
     with quiet.collect() as notes:  # library warnings quote original values: count them only
         found = discover([str(s) for s in sources], limits=options.limits)
         series_uids = {g.series_uid for g in found.series}
@@ -259,7 +260,7 @@ def ingest(
     running dask cluster) is given. ``subject_map`` (a :class:`~atlas.ingest.subjects.SubjectMap`
     or the path of its CSV file) assigns subjects the data does not name. The store records
     ``site`` at the first ingest and refuses another name later
-    (:mod:`atlas.ingest.ownership`).
+    (:mod:`atlas.records.ownership`).
     """
     from atlas.ingest.nifti import NiftiTask
 

@@ -24,19 +24,20 @@ from typing import Any
 
 import numpy as np
 
+from atlas import records
 from atlas.errors import ConfigError, InvalidInput
-from atlas.ingest import claims, records
+from atlas.ingest import claims
 from atlas.ingest.model import FileRef, Quarantined, Volume
 from atlas.ingest.safe_io import ReadLimits, open_member, open_regular
 from atlas.ingest.series import (
     IngestOptions,
     Scrubber,
     SeriesOutcome,
-    _deidentifier,
     _stored_size,
     already_done,
     finish,
     label_failure,
+    make_deidentifier,
 )
 from atlas.storage import Store
 
@@ -213,7 +214,7 @@ def ingest_nifti(task: NiftiTask) -> SeriesOutcome:
 
 def _ingest_nifti(task: NiftiTask) -> SeriesOutcome:
     t0 = time.perf_counter()
-    deid = _deidentifier(task.options)
+    deid = make_deidentifier(task.options)
     with _local_copy(task.ref, task.options.limits) as local:
         return _ingest_local(task, local, t0, deid)
 

@@ -17,10 +17,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from atlas import records
 from atlas.errors import AtlasError
-from atlas.ingest import claims, journal, ownership, records, subjects
+from atlas.ingest import claims, subjects
 from atlas.ingest.model import FileRef, InstanceInfo, LabelVolume, Quarantined, SeriesGroup, Volume
 from atlas.ingest.safe_io import DEFAULT_MAX_IMAGE_BYTES, ReadLimits
+from atlas.records import journal, ownership
 from atlas.storage import Store
 
 if TYPE_CHECKING:
@@ -87,7 +89,15 @@ class SeriesOutcome:
     status_reason: str = ""
 
 
-def _deidentifier(options: IngestOptions) -> Any:
+def make_deidentifier(options: IngestOptions) -> Any:
+    """The de-identifier ``options`` ask for, keyed by the site secret they name.
+
+    Raises
+    ------
+    ConfigError
+        The secret's environment variable is unset or the key is too weak (checked before any
+        pixel is read).
+    """
     from atlas.privacy.engine import Deidentifier
 
     return Deidentifier.from_env(
@@ -312,7 +322,7 @@ def ingest_series(task: SeriesTask) -> SeriesOutcome:
 
     t0 = time.perf_counter()
     group = task.group
-    deid = _deidentifier(task.options)
+    deid = make_deidentifier(task.options)
     patient, subject_source = subjects.group_subject(group)
     subject_id, study_id, series_id = subjects.ids(deid.site_key, group)
     out = SeriesOutcome(series_id=series_id, status="written", n_files=len(group.instances))
@@ -476,7 +486,7 @@ def already_done(
 
     ``skipped``: the journal has it (filled from its entry, one read); ``busy``: another run
     holds its claim (:mod:`atlas.ingest.claims`); ``quarantined`` (``refs`` with the reason):
-    the series is in another collection of the site (:mod:`atlas.ingest.ownership`). Otherwise
+    the series is in another collection of the site (:mod:`atlas.records.ownership`). Otherwise
     the series is claimed for the calling task and ``False`` is returned.
     """
 

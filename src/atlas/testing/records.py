@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from atlas.ingest import records
+from atlas import records
 from atlas.storage import Store
 
 MODALITIES = ("CT", "MR", "PT")

@@ -23,11 +23,6 @@ def journal_key(collection: str, series_id: str) -> str:
     return f"{JOURNAL_PREFIX}/{collection}/{series_id}.json"
 
 
-def is_done(store: Store, collection: str, series_id: str) -> bool:
-    """Whether the series has been ingested completely before."""
-    return store.exists(journal_key(collection, series_id))
-
-
 def read_entry(store: Store, collection: str, series_id: str) -> dict[str, Any] | None:
     """The journal entry, or ``None``."""
     try:

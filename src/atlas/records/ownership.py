@@ -20,7 +20,7 @@ import json
 import os
 
 from atlas.errors import ConfigError, NotFound
-from atlas.ingest.journal import JOURNAL_PREFIX
+from atlas.records.journal import JOURNAL_PREFIX
 from atlas.storage import Store
 
 SITE_KEY = "_site.json"

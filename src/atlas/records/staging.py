@@ -7,8 +7,8 @@ Three tables, written under ``_staging/<table>/<collection>/<series_id>.parquet`
 - ``annotations``: one row per label per image (label, code, source, voxel count, bounding box).
 
 Every row carries its site, collection and pseudonymous subject/study/series ids and where its
-pixels live. Only pseudonymous and de-identified values are ever put in a record. The index
-issue compacts these objects into the sharded index.
+pixels live. Only pseudonymous and de-identified values are ever put in a record.
+:mod:`atlas.index.build` compacts these objects into the sharded index.
 """
 
 from __future__ import annotations
