@@ -1,1 +1,38 @@
-"""The Atlas catalog index."""
+"""The catalog: each site's sharded Parquet index of images and annotations, and its versions.
+
+:func:`build_index` compacts the staging records ingest wrote (:mod:`atlas.records`) into a new
+index version and publishes it with one atomic pointer write; :func:`open_atlas` opens every
+site's published index for one purpose (consent is checked) and answers queries across them
+(:class:`Atlas`); :func:`erase_subject` removes every byte of one subject from a site, index
+versions included, and :func:`verify_erased` checks that nothing is left.
+
+Imported lazily: ``import atlas.index`` loads neither DuckDB nor pyarrow.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "Atlas": "atlas.index.catalog",
+    "BuildResult": "atlas.index.build",
+    "ErasureReport": "atlas.index.erase",
+    "build_index": "atlas.index.build",
+    "erase_subject": "atlas.index.erase",
+    "open_atlas": "atlas.index.catalog",
+    "verify_erased": "atlas.index.erase",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'atlas.index' has no attribute {name!r}")
+    return getattr(import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
