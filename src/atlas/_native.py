@@ -62,8 +62,10 @@ def native_module() -> ModuleType | None:
 
 
 def _block_views(a: np.ndarray, factors: tuple[int, int, int]) -> list[np.ndarray]:
-    """The ``fz*fy*fx`` strided views of ``a`` (edge-padded to even size along factor-2 axes)
-    whose element ``[i, j, k]`` is one value of output block ``[i, j, k]``, in (dz, dy, dx) order.
+    """The ``fz*fy*fx`` strided views of ``a``, one per position in a block.
+
+    ``a`` is edge-padded to even size along factor-2 axes; element ``[i, j, k]`` of each view is
+    one value of output block ``[i, j, k]``, in (dz, dy, dx) order.
     """
     pad = [(0, n % 2 if f == 2 else 0) for n, f in zip(a.shape, factors, strict=True)]
     if any(after for _, after in pad):
@@ -104,8 +106,9 @@ def downsample_mean_reference(a: np.ndarray, factors: tuple[int, int, int]) -> n
 
 
 def downsample_mode_reference(a: np.ndarray, factors: tuple[int, int, int]) -> np.ndarray:
-    """Most frequent value of each block of a 3-D integer array; ties go to the smallest value
-    (the specification of the native ``downsample_mode``). Edge-repeated values count as often as
+    """Most frequent value of each block of a 3-D integer array; ties go to the smallest value.
+
+    The specification of the native ``downsample_mode``. Edge-repeated values count as often as
     they are repeated.
     """
     views = _block_views(a, factors)

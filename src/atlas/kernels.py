@@ -27,6 +27,7 @@ __all__ = [
     "downsample_mean",
     "downsample_mode",
     "native_available",
+    "native_build_error",
     "window_to_uint8",
 ]
 
@@ -54,6 +55,11 @@ _Kernel3D = Callable[[np.ndarray, tuple[int, int, int]], np.ndarray]
 def native_available() -> bool:
     """Whether the compiled kernels (``atlas._kernels``) are importable and up to date."""
     return _native.NATIVE_AVAILABLE
+
+
+def native_build_error() -> str | None:
+    """Why the compiled kernels cannot be used (and how to build them), or ``None``."""
+    return _native.native_build_error
 
 
 def _use_native(backend: str, func: str) -> bool:
@@ -129,19 +135,27 @@ def downsample_mean(
 ) -> np.ndarray:
     """Downsample an image by block mean (one pyramid level).
 
-    Args:
-        a: 2-D ``(y, x)`` or 3-D ``(z, y, x)`` array of a supported dtype.
-        factors: one factor per axis, each 1 or 2; default 2 on every axis.
-        backend: ``"native"`` (compiled), ``"numpy"`` (reference) or ``"auto"``.
+    Parameters
+    ----------
+    a
+        2-D ``(y, x)`` or 3-D ``(z, y, x)`` array of a supported dtype.
+    factors
+        one factor per axis, each 1 or 2; default 2 on every axis.
+    backend
+        ``"native"`` (compiled), ``"numpy"`` (reference) or ``"auto"``.
 
-    Returns:
+    Returns
+    -------
+    numpy.ndarray
         An array of the input dtype with ``ceil(n / f)`` elements per axis. Integers are rounded
         half up: ``floor((sum + count // 2) / count)``; floats are summed in float64. Odd edges
         repeat the edge value.
 
-    Raises:
-        InvalidInput: wrong ndim, factor not in {1, 2}, unsupported dtype, or
-            ``backend="native"`` when the extension is not compiled.
+    Raises
+    ------
+    InvalidInput
+        wrong ndim, factor not in {1, 2}, unsupported dtype, or
+        ``backend="native"`` when the extension is not compiled.
     """
     return _downsample(
         a,
@@ -161,19 +175,27 @@ def downsample_mode(
 ) -> np.ndarray:
     """Downsample a label map by block mode (most frequent value; ties go to the smallest).
 
-    Args:
-        a: 2-D ``(y, x)`` or 3-D ``(z, y, x)`` array of an integer dtype (int8 .. int64,
-            not uint64).
-        factors: one factor per axis, each 1 or 2; default 2 on every axis.
-        backend: ``"native"`` (compiled), ``"numpy"`` (reference) or ``"auto"``.
+    Parameters
+    ----------
+    a
+        2-D ``(y, x)`` or 3-D ``(z, y, x)`` array of an integer dtype (int8 .. int64,
+        not uint64).
+    factors
+        one factor per axis, each 1 or 2; default 2 on every axis.
+    backend
+        ``"native"`` (compiled), ``"numpy"`` (reference) or ``"auto"``.
 
-    Returns:
+    Returns
+    -------
+    numpy.ndarray
         An array of the input dtype with ``ceil(n / f)`` elements per axis. Odd edges repeat
         the edge value, which then counts twice.
 
-    Raises:
-        InvalidInput: wrong ndim, factor not in {1, 2}, a float or unsupported dtype, or
-            ``backend="native"`` when the extension is not compiled.
+    Raises
+    ------
+    InvalidInput
+        wrong ndim, factor not in {1, 2}, a float or unsupported dtype, or
+        ``backend="native"`` when the extension is not compiled.
     """
     return _downsample(
         a,
@@ -197,18 +219,27 @@ def window_to_uint8(
     ``lo = center - width / 2``; ``y = (x - lo) * 255 / width`` in float64; the result is
     ``floor(y + 0.5)`` clipped to ``[0, 255]``. NaN maps to 0, +inf to 255, -inf to 0.
 
-    Args:
-        a: array of any shape and a supported dtype.
-        center: window centre (level), finite.
-        width: window width, finite and > 0.
-        backend: ``"native"`` (compiled), ``"numpy"`` (reference) or ``"auto"``.
+    Parameters
+    ----------
+    a
+        array of any shape and a supported dtype.
+    center
+        window centre (level), finite.
+    width
+        window width, finite and > 0.
+    backend
+        ``"native"`` (compiled), ``"numpy"`` (reference) or ``"auto"``.
 
-    Returns:
+    Returns
+    -------
+    numpy.ndarray
         A uint8 array of the shape of ``a``.
 
-    Raises:
-        InvalidInput: unsupported dtype, non-finite centre, width not finite and > 0, or
-            ``backend="native"`` when the extension is not compiled.
+    Raises
+    ------
+    InvalidInput
+        unsupported dtype, non-finite centre, width not finite and > 0, or
+        ``backend="native"`` when the extension is not compiled.
     """
     func = "window_to_uint8"
     try:

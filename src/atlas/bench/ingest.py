@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from atlas.bench.report import PlotSpec, print_table, write_report
+from atlas.errors import AtlasError
 
 
 class _PeakRSS:
@@ -120,7 +121,7 @@ def run(
                 atlas_times.append(time.perf_counter() - t)
             peaks.append(mem.peak)
             if len(summary.written) != 1 or summary.quarantined:
-                raise RuntimeError(
+                raise AtlasError(
                     f"ingest wrote {len(summary.written)} series and quarantined "
                     f"{len(summary.quarantined)} files; expected 1 series and none"
                 )

@@ -123,20 +123,26 @@ def _identical(a: np.ndarray, b: np.ndarray) -> bool:
 def run(out: Path, quick: bool = False) -> dict[str, Path]:
     """Time every kernel natively and with numpy, print the table and write the report.
 
-    Args:
-        out: folder for ``kernels.json``, ``kernels.md`` and ``kernels.png``.
-        quick: tiny arrays and one repeat (a smoke run, e.g. in CI).
+    Parameters
+    ----------
+    out
+        folder for ``kernels.json``, ``kernels.md`` and ``kernels.png``.
+    quick
+        tiny arrays and one repeat (a smoke run, e.g. in CI).
 
-    Returns:
+    Returns
+    -------
+    dict[str, Path]
         The report paths, keyed ``json``, ``md``, ``png``.
 
-    Raises:
-        InvalidInput: the native kernels are not compiled (``pip install -e .`` builds them).
+    Raises
+    ------
+    InvalidInput
+        the native kernels are not compiled (``pip install -e .`` builds them).
     """
     if not kernels.native_available():
-        from atlas import _native
-
-        raise InvalidInput(f"cannot benchmark the native kernels: {_native.native_build_error}")
+        why = kernels.native_build_error()
+        raise InvalidInput(f"cannot benchmark the native kernels: {why}")
     shape = QUICK_SHAPE if quick else FULL_SHAPE
     repeats = QUICK_REPEATS if quick else FULL_REPEATS
     rng = np.random.default_rng(20240611)

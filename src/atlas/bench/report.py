@@ -24,6 +24,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from atlas.errors import InvalidInput
+
 __all__ = [
     "PlotSpec",
     "Timing",
@@ -82,13 +84,15 @@ class Timing:
 def time_call(fn: Callable[[], object], repeats: int, warmup: int = 1) -> Timing:
     """Call ``fn()`` ``warmup`` times untimed, then ``repeats`` times timed (perf_counter).
 
-    Raises:
-        ValueError: ``repeats`` < 1 or ``warmup`` < 0.
+    Raises
+    ------
+    InvalidInput
+        ``repeats`` < 1 or ``warmup`` < 0.
     """
     if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
+        raise InvalidInput(f"repeats must be >= 1, got {repeats}")
     if warmup < 0:
-        raise ValueError(f"warmup must be >= 0, got {warmup}")
+        raise InvalidInput(f"warmup must be >= 0, got {warmup}")
     for _ in range(warmup):
         fn()
     samples = []
@@ -219,13 +223,20 @@ def _jsonable(value: Any) -> Any:
 class PlotSpec:
     """A grouped bar chart: one group per row (labelled by column ``x``), one bar per ``y``.
 
-    Attributes:
-        x: column whose values label the groups.
-        y: numeric columns, one bar (series) each.
-        ylabel: the value axis label.
-        labels: legend names for the ``y`` columns (default: the column names).
-        log: logarithmic value axis (for values spanning decades, e.g. times).
-        title: chart title (default: the report title).
+    Attributes
+    ----------
+    x
+        column whose values label the groups.
+    y
+        numeric columns, one bar (series) each.
+    ylabel
+        the value axis label.
+    labels
+        legend names for the ``y`` columns (default: the column names).
+    log
+        logarithmic value axis (for values spanning decades, e.g. times).
+    title
+        chart title (default: the report title).
     """
 
     x: str
@@ -294,17 +305,27 @@ def write_report(
 ) -> dict[str, Path]:
     """Write ``<name>.json``, ``<name>.md`` and (with ``plot``) ``<name>.png`` into ``out_dir``.
 
-    Args:
-        out_dir: created if missing.
-        name: file stem.
-        rows: one dict per measurement; the JSON keeps every key, the table shows ``columns``.
-        columns: the table columns, in order.
-        title: heading of the Markdown file and the chart.
-        meta: benchmark parameters (sizes, repeats, ...) stored in the JSON and listed under
-            the table.
-        plot: the bar chart to draw, or ``None`` for no PNG.
+    Parameters
+    ----------
+    out_dir
+        created if missing.
+    name
+        file stem.
+    rows
+        one dict per measurement; the JSON keeps every key, the table shows ``columns``.
+    columns
+        the table columns, in order.
+    title
+        heading of the Markdown file and the chart.
+    meta
+        benchmark parameters (sizes, repeats, ...) stored in the JSON and listed under
+        the table.
+    plot
+        the bar chart to draw, or ``None`` for no PNG.
 
-    Returns:
+    Returns
+    -------
+    dict[str, Path]
         ``{"json": ..., "md": ..., "png": ...}`` (``png`` only when plotted).
     """
     out_dir = Path(out_dir)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from atlas.bench.report import PlotSpec, Timing, print_table, time_call, write_report
+from atlas.errors import CorruptData
 from atlas.ome import Layout, open_image, write_image
 from atlas.storage import Store, open_store
 
@@ -75,7 +76,7 @@ def _bench_case(
     arr = zarr.open_array(store.zarr_store(), path=f"{last}/0", mode="r")
     r = time_call(lambda: arr[:], repeats=repeats, warmup=0)
     if not np.array_equal(arr[:], data):
-        raise AssertionError(f"{case.name}: data read back differs from data written")
+        raise CorruptData(f"{case.name}: data read back differs from data written")
     ts_read: Timing | None = None
     if case.layout is not None and tensorstore_ok:
         handle = open_image(store, last).tensorstore(0)

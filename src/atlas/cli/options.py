@@ -110,11 +110,13 @@ class AtlasGroup(TyperGroup):
     """The root command group: flags render as switches in every command's help."""
 
     def get_params(self, ctx: Any) -> list[Any]:
+        """The group's parameters, with boolean flags shown as plain switches."""
         params = super().get_params(ctx)
         _plain_flags(params)
         return params
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        """The sub-command ``cmd_name``, with its flags (and its sub-commands') as switches."""
         command = super().get_command(ctx, cmd_name)
         if command is not None:
             _plain_flags_tree(command, ctx)

@@ -190,8 +190,9 @@ def check_slice_step(
 
 
 def ome_translation(origin: tuple[float, float, float], n_spatial: int) -> tuple[float, ...]:
-    """The level-0 OME ``translation``: voxel 0's patient position (LPS mm) in the world axes
-    ``z, y, x`` = patient S, P, L (for 2-D ``y, x`` = P, L), i.e. ``origin`` reversed.
+    """The level-0 OME ``translation``: voxel 0's patient position (LPS mm), ``origin`` reversed.
+
+    The world axes are ``z, y, x`` = patient S, P, L (for 2-D ``y, x`` = P, L).
 
     This is how ITK/SimpleITK define an origin and how ngff-zarr's ITK bridge maps it. For an
     image whose array axes run along +S, +P, +L every voxel's OME position is its patient

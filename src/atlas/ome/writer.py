@@ -61,10 +61,14 @@ class ArrayLike(Protocol):
     """Anything with a shape, a dtype and numpy-style slicing (numpy, dask, zarr arrays)."""
 
     @property
-    def shape(self) -> tuple[int, ...]: ...
+    def shape(self) -> tuple[int, ...]:
+        """The array's shape."""
+        ...
 
     @property
-    def dtype(self) -> Any: ...
+    def dtype(self) -> Any:
+        """The array's element type (a numpy dtype or something numpy accepts)."""
+        ...
 
     def __getitem__(self, key: Any) -> Any: ...
 
