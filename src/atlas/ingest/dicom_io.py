@@ -29,6 +29,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
+from atlas.dicom.pixel_data import PIXEL_TAGS
 from atlas.errors import InvalidInput
 from atlas.ingest import quiet
 from atlas.ingest.model import FileRef
@@ -36,7 +37,6 @@ from atlas.ingest.safe_io import ReadLimits, inflate, open_member, open_regular
 
 __all__ = ["open_input", "parse_dataset", "read_dataset"]
 
-PIXEL_TAGS = frozenset({(0x7FE0, 0x0010), (0x7FE0, 0x0008), (0x7FE0, 0x0009)})
 #: header-only reads do not load values above this size (discovery never needs them)
 _DEFER_BYTES = 1024 * 1024
 

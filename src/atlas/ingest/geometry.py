@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from atlas.dicom.geometry_values import MAX_GEOMETRY_MM
 from atlas.errors import InvalidInput
-from atlas.ingest.geometry_values import MAX_GEOMETRY_MM
 from atlas.ingest.model import InstanceInfo, Quarantined, SeriesGroup
 
 __all__ = [

@@ -44,9 +44,11 @@ from itertools import pairwise
 
 import numpy as np
 from pydicom.dataset import Dataset
-from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder, iter_pixels
+from pydicom.pixels import apply_color_lut, get_decoder, iter_pixels
 from pydicom.uid import UID
 
+from atlas.dicom.functional_groups import functional_group_item, is_enhanced
+from atlas.dicom.geometry_values import geometry_problem, vector_problem
 from atlas.errors import InvalidInput
 from atlas.ingest.dicom_io import parse_dataset, read_dataset
 from atlas.ingest.geometry import (
@@ -59,8 +61,14 @@ from atlas.ingest.geometry import (
     sort_by_position,
     stack_geometry,
 )
-from atlas.ingest.geometry_values import geometry_problem, vector_problem
 from atlas.ingest.model import FileRef, InstanceInfo, Volume
+from atlas.ingest.pixel_values import (
+    ValueMap,
+    first_positive,
+    invert_monochrome1,
+    rescale,
+    value_map,
+)
 from atlas.ingest.safe_io import ReadLimits, open_member, open_regular
 
 __all__ = ["check_decodable", "load_volume"]
@@ -142,21 +150,6 @@ def _strip_pixels(ds: Dataset) -> Dataset:
 # per-frame attributes
 
 
-def _fg_item(ds: Dataset, frame: int, sequence: str) -> Dataset | None:
-    """Item of functional-group ``sequence`` for ``frame``: per-frame first, then shared."""
-    per = ds.get("PerFrameFunctionalGroupsSequence")
-    if per is not None and frame < len(per):
-        inner = per[frame].get(sequence)
-        if inner:
-            return inner[0]
-    shared = ds.get("SharedFunctionalGroupsSequence")
-    if shared:
-        inner = shared[0].get(sequence)
-        if inner:
-            return inner[0]
-    return None
-
-
 def _floats(value: object, n: int) -> tuple[float, ...] | None:
     if value is None or isinstance(value, str | bytes):
         return None
@@ -180,71 +173,6 @@ def _spacing(
     return _floats(value, 2)
 
 
-def _positive(*values: object) -> float | None:
-    for value in values:
-        try:
-            number = float(value)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            continue
-        if number > 0 and np.isfinite(number):
-            return number
-    return None
-
-
-def _is_enhanced(ds: Dataset) -> bool:
-    return "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds
-
-
-@dataclass(frozen=True)
-class _ValueMap:
-    """Modality LUT / rescale of one slice: a data set for ``apply_modality_lut`` (``None``
-    for identity) and an extra factor (RT *Dose Grid Scaling*)."""
-
-    lut: Dataset | None
-    scale: float = 1.0
-
-    @property
-    def identity(self) -> bool:
-        return self.lut is None and self.scale == 1.0
-
-    def apply(self, arr: np.ndarray) -> np.ndarray:
-        out = arr if self.lut is None else apply_modality_lut(arr, self.lut)
-        if self.scale != 1.0:
-            out = out.astype(np.float64) * self.scale
-        return out
-
-
-def _value_map(ds: Dataset, frame: int) -> _ValueMap:
-    scale = 1.0
-    if str(ds.get("Modality", "")).upper() == "RTDOSE":
-        scale = _positive(ds.get("DoseGridScaling")) or 1.0
-    item = _fg_item(ds, frame, "PixelValueTransformationSequence") if _is_enhanced(ds) else None
-    source = item if item is not None else ds
-    if source.get("ModalityLUTSequence"):
-        return _ValueMap(ds if item is None else _lut_dataset(ds, item), scale)
-    if "RescaleSlope" in source and "RescaleIntercept" in source:
-        try:
-            slope = float(source.RescaleSlope)
-            intercept = float(source.RescaleIntercept)
-        except (TypeError, ValueError):
-            raise InvalidInput("invalid Rescale Slope/Intercept") from None
-        if slope == 1.0 and intercept == 0.0:
-            return _ValueMap(None, scale)
-        lut = Dataset()
-        lut.RescaleSlope = slope
-        lut.RescaleIntercept = intercept
-        return _ValueMap(lut, scale)
-    return _ValueMap(None, scale)
-
-
-def _lut_dataset(ds: Dataset, item: Dataset) -> Dataset:
-    lut = Dataset()
-    lut.ModalityLUTSequence = item.ModalityLUTSequence
-    if hasattr(ds, "file_meta"):
-        lut.file_meta = ds.file_meta
-    return lut
-
-
 # ----------------------------------------------------------------------------------------
 # geometry of multi-frame objects
 
@@ -252,17 +180,17 @@ def _lut_dataset(ds: Dataset, item: Dataset) -> Dataset:
 def _multiframe_geometry(ds: Dataset, n: int) -> tuple[list[int], StackGeometry]:
     """Frame order (indices into the file's frames) and geometry of a multi-frame object."""
     planes = "ImagePositionPatient" in ds or "ImageOrientationPatient" in ds
-    if _is_enhanced(ds):
-        planes = planes or _fg_item(ds, 0, "PlanePositionSequence") is not None
+    if is_enhanced(ds):
+        planes = planes or functional_group_item(ds, "PlanePositionSequence", 0) is not None
     top_spacing = _spacing(ds.get("PixelSpacing"), strict=planes) or _spacing(
         ds.get("ImagerPixelSpacing"), "Imager Pixel Spacing", strict=planes
     )
-    if _is_enhanced(ds):
-        measures = _fg_item(ds, 0, "PixelMeasuresSequence")
+    if is_enhanced(ds):
+        measures = functional_group_item(ds, "PixelMeasuresSequence", 0)
         spacing = (
             _spacing(measures.get("PixelSpacing"), strict=planes) if measures else None
         ) or top_spacing
-        fallback = _positive(
+        fallback = first_positive(
             measures.get("SpacingBetweenSlices") if measures else None,
             measures.get("SliceThickness") if measures else None,
             ds.get("SpacingBetweenSlices"),
@@ -271,8 +199,8 @@ def _multiframe_geometry(ds: Dataset, n: int) -> tuple[list[int], StackGeometry]
         positions: list[tuple[float, ...] | None] = []
         orientations: list[tuple[float, ...] | None] = []
         for f in range(n):
-            pos = _fg_item(ds, f, "PlanePositionSequence")
-            ori = _fg_item(ds, f, "PlaneOrientationSequence")
+            pos = functional_group_item(ds, "PlanePositionSequence", f)
+            ori = functional_group_item(ds, "PlaneOrientationSequence", f)
             positions.append(_floats(pos.get("ImagePositionPatient"), 3) if pos else None)
             orientations.append(_floats(ori.get("ImageOrientationPatient"), 6) if ori else None)
         iop = orientations[0]
@@ -294,7 +222,7 @@ def _multiframe_geometry(ds: Dataset, n: int) -> tuple[list[int], StackGeometry]
                     "frames of this multi-frame object have different orientations (not one volume)"
                 )
             for f in range(1, n):
-                frame_measures = _fg_item(ds, f, "PixelMeasuresSequence")
+                frame_measures = functional_group_item(ds, "PixelMeasuresSequence", f)
                 frame_spacing = (
                     _spacing(frame_measures.get("PixelSpacing")) if frame_measures else None
                 ) or top_spacing
@@ -324,7 +252,7 @@ def _multiframe_geometry(ds: Dataset, n: int) -> tuple[list[int], StackGeometry]
         raise InvalidInput(problem)
     iop = _floats(ds.get("ImageOrientationPatient"), 6)
     ipp = _floats(ds.get("ImagePositionPatient"), 3)
-    fallback = _positive(ds.get("SpacingBetweenSlices"), ds.get("SliceThickness"))
+    fallback = first_positive(ds.get("SpacingBetweenSlices"), ds.get("SliceThickness"))
     if iop is None or ipp is None:
         return list(range(n)), stack_geometry(None, None, top_spacing, fallback, n)
     normal = slice_normal(iop)
@@ -353,57 +281,6 @@ def _multiframe_geometry(ds: Dataset, n: int) -> tuple[list[int], StackGeometry]
 
 # ----------------------------------------------------------------------------------------
 # value handling
-
-
-def _choose_dtype(lo: float, hi: float, integral: bool, modality: str) -> np.dtype:
-    if not integral:
-        return np.dtype(np.float32)
-    if modality == "CT" and lo >= -32768 and hi <= 32767:
-        return np.dtype(np.int16)
-    for dtype in (np.uint8, np.uint16, np.int16, np.int32):
-        info = np.iinfo(dtype)
-        if info.min <= lo and hi <= info.max:
-            return np.dtype(dtype)
-    return np.dtype(np.int64)
-
-
-def _invert_monochrome1(raw: np.ndarray) -> None:
-    """``min + max - value`` over the whole volume, in place, in stored units."""
-    if raw.size == 0:
-        return
-    lo = raw.min()
-    hi = raw.max()
-    if np.issubdtype(raw.dtype, np.integer):
-        total = int(lo) + int(hi)
-        for z in range(raw.shape[0]):
-            raw[z] = (total - raw[z].astype(np.int64)).astype(raw.dtype)
-    else:
-        for z in range(raw.shape[0]):
-            raw[z] = (lo + hi) - raw[z]
-
-
-def _rescale(raw: np.ndarray, maps: Sequence[_ValueMap], modality: str) -> np.ndarray:
-    """Apply each slice's value map; choose the output dtype from the actual values."""
-    if all(m.identity for m in maps) and not np.issubdtype(raw.dtype, np.floating):
-        lo, hi = (float(raw.min()), float(raw.max())) if raw.size else (0.0, 0.0)
-        dtype = _choose_dtype(lo, hi, True, modality)
-        return raw if dtype == raw.dtype else raw.astype(dtype)
-    lo, hi, integral = np.inf, -np.inf, True
-    for z, value_map in enumerate(maps):
-        values = value_map.apply(raw[z])
-        if values.size == 0:
-            continue
-        lo = min(lo, float(values.min()))
-        hi = max(hi, float(values.max()))
-        if integral and np.issubdtype(values.dtype, np.floating):
-            integral = bool(np.all(np.isfinite(values)) and np.array_equal(values, np.rint(values)))
-    if lo > hi:
-        lo = hi = 0.0
-    dtype = _choose_dtype(lo, hi, integral, modality)
-    out = raw if dtype == raw.dtype else np.empty(raw.shape, dtype=dtype)
-    for z, value_map in enumerate(maps):
-        out[z] = value_map.apply(raw[z]).astype(dtype, copy=False)
-    return out
 
 
 # ----------------------------------------------------------------------------------------
@@ -537,24 +414,24 @@ def _load(instances: list[InstanceInfo], reader: _Reader) -> Volume:
     color = palette or int(ds.get("SamplesPerPixel", 1) or 1) > 1
     modality = str(ds.get("Modality", "") or first.modality).strip().upper()
 
-    multiframe = single and (n_frames > 1 or _is_enhanced(ds))
+    multiframe = single and (n_frames > 1 or is_enhanced(ds))
     frames_of: list[tuple[str, int]]
     slots: list[dict[int, int]]
-    maps: list[_ValueMap] = []
+    maps: list[ValueMap] = []
     if multiframe:
         order, geometry = _multiframe_geometry(ds, n_frames)
         nz = n_frames
         slots = [{f: z for z, f in enumerate(order)}]
         frames_of = [(first.sop_instance_uid, f + 1) for f in order]
         if not color:
-            maps = [_value_map(ds, f) for f in order]
+            maps = [value_map(ds, f) for f in order]
     else:
         nz = len(ordered)
         slots = [{0: z} for z in range(nz)]
         frames_of = [(i.sop_instance_uid, 1) for i in ordered]
         positions = [i.image_position for i in ordered]
         iop = first.image_orientation
-        fallback = _positive(ds.get("SliceThickness"), ds.get("SpacingBetweenSlices"))
+        fallback = first_positive(ds.get("SliceThickness"), ds.get("SpacingBetweenSlices"))
         spacing = first.pixel_spacing
         if any(p is None for p in positions) or iop is None:
             if nz > 1:
@@ -576,7 +453,7 @@ def _load(instances: list[InstanceInfo], reader: _Reader) -> Volume:
                     location=inst.ref.display,
                 )
             if not color:
-                maps.append(_value_map(current, 0))
+                maps.append(value_map(current, 0))
         _decode_into(current, inst.ref, slots[index], target, palette)
         _strip_pixels(current)
         if index == 0:
@@ -589,8 +466,8 @@ def _load(instances: list[InstanceInfo], reader: _Reader) -> Volume:
         axes = "czyx"
     else:
         if photometric == "MONOCHROME1":
-            _invert_monochrome1(raw)
-        pixels = _rescale(raw, maps, modality)
+            invert_monochrome1(raw)
+        pixels = rescale(raw, maps, modality)
         axes = "zyx"
 
     note = geometry.note
@@ -607,7 +484,7 @@ def _load(instances: list[InstanceInfo], reader: _Reader) -> Volume:
         ("SpacingBetweenSlices", "Spacing Between Slices"),
     ):
         raw_value = header.get(keyword)
-        if raw_value not in (None, "") and _positive(raw_value) is None:
+        if raw_value not in (None, "") and first_positive(raw_value) is None:
             ignored = f"invalid {name} (not a positive finite number) ignored"
             note = f"{note}; {ignored}" if note else ignored
     return Volume(
