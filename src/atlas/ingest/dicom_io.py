@@ -35,14 +35,28 @@ from atlas.ingest import quiet
 from atlas.ingest.model import FileRef
 from atlas.ingest.safe_io import ReadLimits, inflate, open_member, open_regular
 
-__all__ = ["open_input", "parse_dataset", "read_dataset"]
+__all__ = [
+    "Rejected",
+    "corrupt_reason",
+    "deflated_dataset",
+    "inflated_body",
+    "open_input",
+    "parse_dataset",
+    "parse_or_reject",
+    "read_dataset",
+]
 
 #: header-only reads do not load values above this size (discovery never needs them)
 _DEFER_BYTES = 1024 * 1024
 
 
-class _Rejected(Exception):
-    """An object is not usable; the message is the quarantine reason."""
+class Rejected(Exception):
+    """An object is not usable; the message is the quarantine reason.
+
+    Internal to ingest's reading steps: discovery turns it into a quarantine entry and
+    :func:`parse_dataset` into :class:`~atlas.errors.InvalidInput`; it never escapes a public
+    call.
+    """
 
 
 def _looks_like_bare_dataset(head: bytes) -> bool:
@@ -56,7 +70,9 @@ def _is_uid(value: Any) -> bool:
     return 0 < len(text) <= 64 and all(c.isdigit() or c == "." for c in text)
 
 
-def _inflated(fp: IO[bytes], limits: ReadLimits) -> tuple[bytes, FileMetaDataset, IO[bytes]] | None:
+def inflated_body(
+    fp: IO[bytes], limits: ReadLimits
+) -> tuple[bytes, FileMetaDataset, IO[bytes]] | None:
     """For a Deflated Explicit VR Little Endian file: its preamble, file meta and inflated body
     (streamed, capped by ``limits``); ``None`` (``fp`` rewound) for any other input.
 
@@ -82,9 +98,11 @@ def _stop_at_pixels(tag: Any, vr: Any, length: int) -> bool:
     return (int(tag) >> 16, int(tag) & 0xFFFF) in PIXEL_TAGS
 
 
-def _deflated_dataset(
+def deflated_dataset(
     parts: tuple[bytes, FileMetaDataset, IO[bytes]], *, stop_before_pixels: bool, defer: bool
 ) -> Dataset:
+    """The data set of an inflated body (:func:`inflated_body`'s result); ``defer`` leaves
+    values above 1 MiB unread, ``stop_before_pixels`` stops at the pixel data element."""
     preamble, meta, body = parts
     ds = _read_body(
         cast(BinaryIO, body),
@@ -96,9 +114,9 @@ def _deflated_dataset(
     return FileDataset("", ds, preamble, meta, is_implicit_VR=False, is_little_endian=True)
 
 
-def _parse(fp: IO[bytes], *, stop_before_pixels: bool) -> Dataset:
+def parse_or_reject(fp: IO[bytes], *, stop_before_pixels: bool) -> Dataset:
     """``dcmread`` with ``force=False`` first; bare data sets (no preamble) are accepted when
-    they start like one and carry valid SOP Class/Instance UIDs. Raises :class:`_Rejected`.
+    they start like one and carry valid SOP Class/Instance UIDs. Raises :class:`Rejected`.
 
     Header-only reads leave values above 1 MiB unread (discovery never needs them)."""
     start = fp.tell()
@@ -111,7 +129,7 @@ def _parse(fp: IO[bytes], *, stop_before_pixels: bool) -> Dataset:
         fp.seek(start)
         head = fp.read(8)
         if not _looks_like_bare_dataset(head):
-            raise _Rejected("not a DICOM file") from None
+            raise Rejected("not a DICOM file") from None
     fp.seek(start)
     try:
         ds = pydicom.dcmread(
@@ -121,7 +139,7 @@ def _parse(fp: IO[bytes], *, stop_before_pixels: bool) -> Dataset:
     except Exception:
         plausible = False
     if not plausible:
-        raise _Rejected("not a DICOM file")
+        raise Rejected("not a DICOM file")
     _ensure_transfer_syntax(ds)
     return ds
 
@@ -159,19 +177,19 @@ def parse_dataset(
     limits = limits or ReadLimits()
     quiet.install()  # pydicom's warnings quote original values: never shown as text
     try:
-        deflated = _inflated(fp, limits)
+        deflated = inflated_body(fp, limits)
         if deflated is not None:
             with deflated[2]:
-                return _deflated_dataset(
+                return deflated_dataset(
                     deflated, stop_before_pixels=stop_before_pixels, defer=False
                 )
-        return _parse(fp, stop_before_pixels=stop_before_pixels)
+        return parse_or_reject(fp, stop_before_pixels=stop_before_pixels)
     except InvalidInput as exc:
         raise type(exc)(exc.message, location=location) from None
-    except _Rejected as exc:
+    except Rejected as exc:
         raise InvalidInput(str(exc), location=location) from None
     except (EOFError, struct.error, zlib.error, ValueError, KeyError, TypeError, OSError) as exc:
-        raise InvalidInput(_corrupt_reason(exc), location=location) from None
+        raise InvalidInput(corrupt_reason(exc), location=location) from None
 
 
 def open_input(ref: FileRef, limits: ReadLimits) -> IO[bytes]:
@@ -213,7 +231,8 @@ def read_dataset(
         ) from None
 
 
-def _corrupt_reason(exc: BaseException) -> str:
+def corrupt_reason(exc: BaseException) -> str:
+    """The quarantine reason for an exception raised while parsing a header (no values)."""
     if isinstance(exc, EOFError | struct.error):
         return "truncated or corrupt DICOM header (unexpected end of data)"
     if isinstance(exc, OSError):

@@ -45,7 +45,13 @@ from atlas.dicom.raw_header import (
     opt_int,
 )
 from atlas.errors import InvalidInput
-from atlas.ingest.dicom_io import _corrupt_reason, _deflated_dataset, _inflated, _parse, _Rejected
+from atlas.ingest.dicom_io import (
+    Rejected,
+    corrupt_reason,
+    deflated_dataset,
+    inflated_body,
+    parse_or_reject,
+)
 from atlas.ingest.discover.sources import ZipCache, is_nifti_name
 from atlas.ingest.model import FileRef, InstanceInfo, Quarantined
 from atlas.ingest.safe_io import ReadLimits, check_regular, open_regular
@@ -97,12 +103,12 @@ def _instance_info(ref: FileRef, ds: Dataset, has_pixels: bool) -> InstanceInfo:
     for keyword, tag in _REQUIRED.items():
         value = h.text(tag)
         if not value:
-            raise _Rejected(f"missing required attribute {keyword}")
+            raise Rejected(f"missing required attribute {keyword}")
         required[keyword] = value
     frames = h.text(NUMBER_OF_FRAMES)
     number_of_frames = opt_int(frames) if frames else 1
     if number_of_frames is None or number_of_frames < 1:
-        raise _Rejected("invalid Number of Frames value")
+        raise Rejected("invalid Number of Frames value")
     enhanced = is_enhanced(ds)
     iop = _floats(h.texts(IOP), 6)
     ipp = _floats(h.texts(IPP), 3) if number_of_frames == 1 else None
@@ -215,16 +221,16 @@ def _examine_stream(ref: FileRef, fp: IO[bytes], size: int, limits: ReadLimits) 
         return Outcome(0, Archive(ref))
     body: IO[bytes] | None = None
     try:
-        deflated = _inflated(fp, limits)
+        deflated = inflated_body(fp, limits)
         if deflated is not None:
             # checked like any file, on the inflated body (positions are its offsets)
             body = deflated[2]
-            ds = _deflated_dataset(deflated, stop_before_pixels=True, defer=True)
+            ds = deflated_dataset(deflated, stop_before_pixels=True, defer=True)
             here = body.tell()  # where the header stopped: the pixel data element, if any
             fp, end = body, body.seek(0, io.SEEK_END)
             body.seek(here)
         else:
-            ds = _parse(fp, stop_before_pixels=True)
+            ds = parse_or_reject(fp, stop_before_pixels=True)
             end = size
         meta = getattr(ds, "file_meta", None)
         ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
@@ -236,7 +242,7 @@ def _examine_stream(ref: FileRef, fp: IO[bytes], size: int, limits: ReadLimits) 
             limits.check_image(declared)
         has_pixels = check_pixel_data(fp, ds, end, ts)
         info = _instance_info(ref, ds, has_pixels)
-    except _Rejected as exc:
+    except Rejected as exc:
         return Outcome(size, Quarantined(ref, str(exc)))
     except InvalidInput as exc:
         return Outcome(size, Quarantined(ref, exc.message))
@@ -249,7 +255,7 @@ def _examine_stream(ref: FileRef, fp: IO[bytes], size: int, limits: ReadLimits) 
         TypeError,
         AttributeError,
     ) as exc:
-        return Outcome(size, Quarantined(ref, _corrupt_reason(exc)))
+        return Outcome(size, Quarantined(ref, corrupt_reason(exc)))
     finally:
         if body is not None:
             body.close()
