@@ -74,17 +74,33 @@ def discover(
 ) -> Discovery:
     """Find, classify and group every DICOM object and NIfTI file in ``sources``.
 
-    ``sources`` may mix directories (recursive), files, DICOMDIR files, zip archives and
-    NIfTI files. Unusable objects (not DICOM, truncated, corrupt, without pixel data, corrupt
-    zip members, files a DICOMDIR names but that are missing, duplicate copies of one SOP
-    instance) are quarantined with a reason. ``workers`` sizes the header-reading thread pool
-    (default ``min(32, cpu_count + 4)``). Raises :class:`atlas.errors.NotFound` when a source
-    does not exist.
+    Unusable objects (not DICOM, truncated, corrupt, without pixel data, corrupt zip members,
+    files a DICOMDIR names but that are missing, duplicate copies of one SOP instance) are
+    quarantined with a reason. Only regular files are read; symlinks (to files or folders)
+    found in a source folder are followed only when they resolve inside one of ``sources``,
+    and the files a DICOMDIR names only inside the DICOMDIR's folder; anything else is
+    quarantined with its reason.
 
-    Only regular files are read; symlinks (to files or folders) found in a source folder are
-    followed only when they resolve inside one of ``sources``, and the files a DICOMDIR names
-    only inside the DICOMDIR's folder; anything else is quarantined with its reason. Declared
-    sizes are checked against ``limits`` (default :class:`ReadLimits`) before reading further.
+    Parameters
+    ----------
+    sources : iterable of str or Path
+        Directories (walked recursively), files, DICOMDIR files, zip archives and NIfTI
+        files, in any mix.
+    workers : int, optional
+        Size of the header-reading thread pool (default ``min(32, cpu_count + 4)``).
+    limits : ReadLimits, optional
+        Declared sizes are checked against these before reading further (default
+        :class:`ReadLimits`).
+
+    Returns
+    -------
+    Discovery
+        The image series, the SEG/RTSTRUCT objects, the NIfTI files and the quarantine.
+
+    Raises
+    ------
+    atlas.errors.NotFound
+        A source does not exist.
     """
     found = Discovery()
     pending: list[FileRef] = []
