@@ -1,7 +1,7 @@
-"""DICOM helpers with no ingest concepts: functional groups, raw header values, pixel data
-lengths and geometry attribute checks.
+"""DICOM helpers with no ingest concepts.
 
-This package sits below ingest (it imports only :mod:`atlas.errors`, pydicom and numpy): it
+Functional groups, raw header values, pixel data lengths and geometry attribute checks. This
+package sits below ingest (it imports only :mod:`atlas.errors`, pydicom and numpy): it
 reads DICOM data sets, it never decides what to do with them.
 """
 

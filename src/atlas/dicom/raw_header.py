@@ -70,7 +70,8 @@ class RawHeader:
 
     def text(self, tag: int) -> str | None:
         """The value of ``tag`` as text (multiple values joined by ``\\``), stripped of
-        padding; ``None`` when absent or empty."""
+        padding; ``None`` when absent or empty.
+        """
         elem = self.ds.get_item(tag, keep_deferred=True)
         value = None if elem is None else elem.value
         if value is None:
@@ -92,7 +93,8 @@ class RawHeader:
 
     def us(self, tag: int) -> int | None:
         """An unsigned short (US) value, decoded in the data set's byte order; ``None``
-        when absent or unreadable."""
+        when absent or unreadable.
+        """
         elem = self.ds.get_item(tag, keep_deferred=True)
         value = None if elem is None else elem.value
         if isinstance(value, bytes):

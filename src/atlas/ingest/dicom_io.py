@@ -30,7 +30,7 @@ from pydicom.uid import (
 )
 
 from atlas.dicom.pixel_data import PIXEL_TAGS
-from atlas.errors import InvalidInput
+from atlas.errors import AtlasError, InvalidInput
 from atlas.ingest import quiet
 from atlas.ingest.model import FileRef
 from atlas.ingest.safe_io import ReadLimits, inflate, open_member, open_regular
@@ -50,7 +50,7 @@ __all__ = [
 _DEFER_BYTES = 1024 * 1024
 
 
-class Rejected(Exception):
+class Rejected(AtlasError):
     """An object is not usable; the message is the quarantine reason.
 
     Internal to ingest's reading steps: discovery turns it into a quarantine entry and

@@ -40,13 +40,15 @@ def first_positive(*values: object) -> float | None:
 @dataclass(frozen=True)
 class ValueMap:
     """Modality LUT / rescale of one slice: a data set for ``apply_modality_lut`` (``None``
-    for identity) and an extra factor (RT *Dose Grid Scaling*)."""
+    for identity) and an extra factor (RT *Dose Grid Scaling*).
+    """
 
     lut: Dataset | None
     scale: float = 1.0
 
     @property
     def identity(self) -> bool:
+        """Whether the map leaves values unchanged."""
         return self.lut is None and self.scale == 1.0
 
     def apply(self, arr: np.ndarray) -> np.ndarray:
@@ -60,7 +62,8 @@ class ValueMap:
 def value_map(ds: Dataset, frame: int) -> ValueMap:
     """The value map of frame ``frame`` (0-based) of ``ds``: its *Pixel Value
     Transformation* functional group (enhanced objects), else the top-level Modality LUT or
-    Rescale Slope/Intercept; RT dose also scales by *Dose Grid Scaling*."""
+    Rescale Slope/Intercept; RT dose also scales by *Dose Grid Scaling*.
+    """
     scale = 1.0
     if str(ds.get("Modality", "")).upper() == "RTDOSE":
         scale = first_positive(ds.get("DoseGridScaling")) or 1.0

@@ -47,6 +47,7 @@ class ZipCache:
         self._archives: dict[str, tuple[zipfile.ZipFile, threading.Lock]] = {}
 
     def get(self, path: str) -> tuple[zipfile.ZipFile, threading.Lock]:
+        """The open archive at ``path`` and the lock that serialises its reads."""
         with self._lock:
             entry = self._archives.get(path)
             if entry is None:
@@ -62,6 +63,7 @@ class ZipCache:
             return open_member(zf, ref.member, limits)
 
     def close(self) -> None:
+        """Close every archive opened."""
         with self._lock:
             for zf, _ in self._archives.values():
                 zf.close()
@@ -79,7 +81,8 @@ _OUTSIDE = "symbolic link points outside the sources (not followed)"
 def walk(root: Path, roots: list[str], refused: list[Quarantined]) -> Iterator[FileRef]:
     """Every file below ``root`` in name order. Symlinks, to files and to folders alike, are
     followed only when they resolve inside ``roots`` (others go to ``refused``); each folder
-    is visited once, so link loops end. Non-regular files are yielded: reading refuses them."""
+    is visited once, so link loops end. Non-regular files are yielded: reading refuses them.
+    """
     visited: set[str] = set()
 
     def visit(folder: str) -> Iterator[FileRef]:
@@ -122,7 +125,8 @@ def source_key(ref: FileRef) -> tuple[str, str | None]:
 
 def resolve_in_dir(base: str, parts: tuple[str, ...]) -> str | None:
     """Join DICOMDIR file id ``parts`` below ``base``; ids are upper case by the standard,
-    so fall back to a case-insensitive match on case-sensitive file systems."""
+    so fall back to a case-insensitive match on case-sensitive file systems.
+    """
     exact = os.path.join(base, *parts)
     if os.path.isfile(exact):
         return exact
@@ -154,7 +158,8 @@ _BAD_FILE_ID = "DICOMDIR references a file outside its own folder (refused)"
 
 def _relative_file_id(parts: tuple[str, ...]) -> bool:
     """A File ID is relative components below the DICOMDIR (PS3.10 8.5): no ``.``/``..``,
-    separators, drive letters or NUL."""
+    separators, drive letters or NUL.
+    """
     return all(p not in (".", "..") and not any(c in p for c in "/\\:\x00") for p in parts)
 
 
@@ -167,7 +172,8 @@ def follow_dicomdir(
 ) -> None:
     """Pass each file a DICOMDIR names to ``add``; refused and missing ones go to
     ``quarantined``. A file id is resolved only inside the DICOMDIR's own folder (or the
-    folder of its zip member)."""
+    folder of its zip member).
+    """
     for parts in file_ids:
         if not _relative_file_id(parts):
             quarantined.append(Quarantined(ref, _BAD_FILE_ID))

@@ -37,7 +37,8 @@ def nifti_to_labels(
     spacing) bounds the distance between corresponding voxel centres at the volume's corners.
     Values must be non-negative integers; ``names`` (default ``"label <v>"``) names them.
 
-    Raises:
+    Raises
+    ------
         GeometryMismatch: "label geometry does not match the image", with the largest
             deviation in mm (a mask of another image).
         InvalidInput: unreadable, truncated or damaged file, non-integer or negative values.

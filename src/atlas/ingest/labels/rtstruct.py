@@ -40,11 +40,11 @@ def rtstruct_to_labels(
     combine with the even-odd rule. ``slice_tolerance`` is the largest distance of a contour
     from its slice, as a fraction of the slice gap.
 
-    Raises:
+    Raises
+    ------
         InvalidInput: not an RTSTRUCT, an ROI in another frame of reference, a contour that is
             not in a slice plane of the volume or lies outside it.
     """
-
     grid = Grid(volume)
     ds = read_label_dataset(rtstruct, "RTSTRUCT")
     if str(ds.get("SOPClassUID", "")) != _RTSTRUCT_SOP_CLASS and ds.get("Modality") != "RTSTRUCT":
@@ -150,7 +150,8 @@ def rtstruct_to_labels(
 
 def _contour_values(contour: Any) -> np.ndarray | None:
     """ContourData as float64, parsed straight from the raw bytes when pydicom has not yet
-    converted them (pydicom builds one Python object per decimal string otherwise)."""
+    converted them (pydicom builds one Python object per decimal string otherwise).
+    """
     if "ContourData" not in contour:
         return None
     raw = contour.get_item("ContourData")

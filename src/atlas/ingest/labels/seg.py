@@ -130,7 +130,8 @@ def seg_to_labels(
     ``slice_tolerance`` is the largest distance of a frame from its slice as a fraction of the
     slice gap, ``inplane_tolerance`` the largest in-plane offset in pixels.
 
-    Raises:
+    Raises
+    ------
         InvalidInput: not a readable SEG, another frame of reference, or frames that are not
             on the volume's grid (orientation, rows/columns, pixel spacing, positions).
     """
