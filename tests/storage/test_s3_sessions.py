@@ -30,7 +30,7 @@ def test_close_closes_the_session_and_the_handle_reopens(seaweed) -> None:
     store = _store(seaweed)
     store.write_bytes("k", b"v")
     assert store.fs.cat_file(store.fs_path("k")) == b"v"
-    clients = [store._async_fs()._s3, store.fs._s3]
+    clients = [store.backend.async_fs()._s3, store.fs._s3]  # type: ignore[attr-defined]
     sessions = [c._endpoint.http_session._sessions for c in clients]
     assert all(s and not any(x.closed for x in s.values()) for s in sessions)
     store.close()
@@ -90,7 +90,7 @@ def work(endpoint):
     store = open_store("s3://atlas/sessions-child", endpoint=endpoint, key_env="ATLAS_SESSIONS_KEY",
                        secret_env="ATLAS_SESSIONS_SECRET")
     store.write_bytes("k", b"v")
-    fs = store._async_fs()
+    fs = store.backend.async_fs()
     sessions = fs._s3._endpoint.http_session._sessions
 
     def report():  # runs after Atlas's exit hook (lower priority), as the worker ends

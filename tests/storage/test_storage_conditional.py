@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import pytest
 from tests.stores import s3_store
 
-import atlas.storage.store as store_module
+import atlas.storage.backends.local as store_module
 from atlas.errors import Forbidden, InjectedFault, InvalidInput, NotFound, StoreUnavailable
 from atlas.storage import FaultConfig, LatencyConfig, RetryPolicy, Store, open_store
 from atlas.testing.seaweed import SeaweedS3, find_weed

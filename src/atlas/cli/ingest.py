@@ -96,7 +96,7 @@ def ingest_command(
         target = (
             configured[site].store() if site in configured else open_store("atlas-data", site=site)
         )
-    if target.location.scheme == "memory":
+    if target.process_local:
         raise ConfigError(
             f"{target.url} would end with this command and take the images with it: "
             "ingest into a folder or an S3 store"

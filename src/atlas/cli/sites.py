@@ -81,7 +81,7 @@ def list_sites(sites: Path | None = SitesOption) -> None:
         creds = (
             "anonymous"
             if loc.anonymous
-            else (f"${loc.key_env}, ${loc.secret_env}" if loc.scheme == "s3" else "-")
+            else (f"${loc.key_env}, ${loc.secret_env}" if s.store().uses_credentials else "-")
         )
         table.add_row(s.name, s.country, s.url, loc.endpoint or "-", creds)
     Console().print(table)

@@ -58,12 +58,7 @@ class BuildResult:
 
 def duck_url(store: Store, key: str) -> str:
     """How DuckDB (with the store's fsspec filesystem registered) names ``key``."""
-    scheme = store.location.scheme
-    if scheme == "file":
-        return os.path.join(store.location.root, key)
-    if scheme == "memory":
-        return "memory://" + store.fs_path(key)
-    return "s3://" + store.fs_path(key)
+    return store.query_url(key)
 
 
 def connect(store: Store, memory_limit: str = "2GB", threads: int | None = None) -> Any:
@@ -76,7 +71,7 @@ def connect(store: Store, memory_limit: str = "2GB", threads: int | None = None)
     con.execute("SET preserve_insertion_order = false")
     # index shards are immutable objects: cache their Parquet footers across queries
     con.execute("SET parquet_metadata_cache = true")
-    if store.location.scheme != "file":
+    if not store.has_local_root:
         con.register_filesystem(store.fs)
     return con
 
@@ -93,7 +88,7 @@ def require_store(store: Store) -> None:
     Reading (and building, querying, erasing) never creates a store; only ingest does.
     """
     loc = store.location
-    if loc.scheme == "file" and not os.path.isdir(loc.root):
+    if store.has_local_root and not os.path.isdir(loc.root):
         raise NotFound(
             f"no store at {loc.root} (nothing was created); check the path, or run "
             "`atlas ingest` into it first",
@@ -301,9 +296,7 @@ def build_index(
         if not published:
             abandon(store, lease)
         elif scratch.in_store(store):
-            from atlas.storage.store import prune_empty_dirs
-
-            prune_empty_dirs(os.path.join(store.location.root, layout.version_prefix(version)))
+            store.prune_empty_dirs(layout.version_prefix(version))
 
 
 def abandon(store: Store, lease: Lease) -> bool:
@@ -323,10 +316,7 @@ def abandon(store: Store, lease: Lease) -> bool:
         keys = [k for k in store.list(prefix) if not k.endswith("/CLAIM")]
         store.delete_many(keys)
         lease.end("abandoned")
-        if store.location.scheme == "file":
-            from atlas.storage.store import prune_empty_dirs
-
-            prune_empty_dirs(os.path.join(store.location.root, prefix))
+        store.prune_empty_dirs(prefix)
         return True
     except Exception:  # the failure being handled matters more; gc cleans up later
         return False

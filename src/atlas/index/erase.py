@@ -430,11 +430,8 @@ def _erase(
     _sweep_index(store, subject_id, report, workdir)
     store.delete_many(keys)
     report.objects_deleted += len(keys)
-    if store.location.scheme == "file":
-        from atlas.storage.store import prune_empty_dirs
-
-        for top in sorted({key.split("/")[0] for key in keys}):
-            prune_empty_dirs(str(store.location.child(top).root))
+    for top in sorted({key.split("/")[0] for key in keys}):
+        store.prune_empty_dirs(top)
     _fence(store)
     left = traces.find(store, subject_id, workdir=workdir)
     if left:

@@ -20,7 +20,6 @@ It also removes this machine's scratch folders of builds of the store that are n
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -157,10 +156,7 @@ def remove_version(store: Store, version: str, now: float | None = None) -> int 
     prefix = layout.version_prefix(version) + "/"
     keys = [k for k in store.list(prefix) if k != claim_key(version)]
     store.delete_many(keys)
-    if store.location.scheme == "file":
-        from atlas.storage.store import prune_empty_dirs
-
-        prune_empty_dirs(os.path.join(store.location.root, prefix))
+    store.prune_empty_dirs(prefix)
     return len(keys)
 
 

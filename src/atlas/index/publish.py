@@ -17,7 +17,7 @@ from typing import Any
 
 from atlas.errors import AtlasError, CorruptData, NotFound
 from atlas.index import layout
-from atlas.storage import Store
+from atlas.storage import Store, parse_json_object
 
 __all__ = [
     "ConcurrentBuild",
@@ -39,15 +39,8 @@ def read_current(store: Store) -> tuple[dict[str, Any] | None, str | None]:
         raw, token = store.read_versioned(layout.CURRENT_KEY)
     except NotFound:
         return None, None
-    try:
-        pointer: dict[str, Any] = json.loads(raw)
-    except ValueError as exc:
-        raise CorruptData(
-            f"index pointer {layout.CURRENT_KEY} in {store.url} is not valid JSON",
-            site=store.site,
-            location=store.url,
-        ) from exc
-    return pointer, token
+    what = f"index pointer {layout.CURRENT_KEY} in {store.url}"
+    return parse_json_object(raw, what, site=store.site, location=store.url), token
 
 
 def load_manifest(store: Store, version: str, sha256: str | None = None) -> dict[str, Any]:
@@ -61,11 +54,7 @@ def load_manifest(store: Store, version: str, sha256: str | None = None) -> dict
             site=store.site,
             location=store.url,
         )
-    try:
-        manifest: dict[str, Any] = json.loads(raw)
-    except ValueError as exc:
-        raise CorruptData(f"index manifest {key} is not valid JSON", site=store.site) from exc
-    return manifest
+    return parse_json_object(raw, f"index manifest {key}", site=store.site)
 
 
 def write_manifest(store: Store, version: str, manifest: dict[str, Any]) -> str:

@@ -32,7 +32,7 @@ SCRATCH_NAME = "_scratch"
 
 def in_store(store: Store) -> bool:
     """Whether this store keeps build scratch inside itself (local stores)."""
-    return store.location.scheme == "file"
+    return store.has_local_root
 
 
 def local_root(store: Store, workdir: str | os.PathLike[str] | None = None) -> Path:

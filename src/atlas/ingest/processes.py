@@ -26,7 +26,7 @@ _HOW = (
 
 def check_store(store: Store) -> None:
     """Refuse a ``memory://`` store for worker processes or a remote scheduler."""
-    if store.location.scheme == "memory":
+    if store.process_local:
         raise ConfigError(
             f"{store.url} lives in this process only: worker processes or a remote scheduler "
             "would write into their own memory and the data would be lost; ingest in this "

@@ -10,7 +10,6 @@ series carried.
 from __future__ import annotations
 
 import math
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -556,9 +555,4 @@ def _size(ref: FileRef) -> int:
 
 
 def _stored_size(store: Store, prefix: str) -> int:
-    if store.location.scheme == "file":
-        root = os.path.join(store.location.root, prefix)
-        return sum(
-            os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(root) for f in files
-        )
-    return int(sum(store.fs.du(store.fs_path(prefix), total=False).values()))
+    return store.stored_size(prefix)

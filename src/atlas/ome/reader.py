@@ -27,7 +27,7 @@ from atlas.ome.metadata import (
     affine_matrix,
     default_direction,
 )
-from atlas.storage import Store, open_store
+from atlas.storage import Store, open_store, parse_json_object
 
 Region = tuple[slice, ...]
 
@@ -46,14 +46,8 @@ def _load_group_attrs(store: Store, path: str) -> dict[str, Any]:
         raise NotFound(
             f"no image at {path!r} in {store.url}", site=store.site, location=store.url
         ) from None
-    try:
-        doc = json.loads(raw)
-    except ValueError as exc:
-        raise CorruptData(
-            f"metadata {path}/zarr.json in {store.url} is not valid JSON",
-            site=store.site,
-            location=store.url,
-        ) from exc
+    what = f"metadata {path}/zarr.json in {store.url}"
+    doc = parse_json_object(raw, what, site=store.site, location=store.url)
     if doc.get("zarr_format") != 3 or doc.get("node_type") != "group":
         raise InvalidInput(f"{path!r} in {store.url} is not a zarr v3 group")
     attrs: dict[str, Any] = doc.get("attributes", {})

@@ -140,7 +140,7 @@ class _LevelWriter:
         #: shard slabs written at once: on object stores a second slab hides request latency;
         #: locally zarr already spreads one shard's chunks over the cores, and more slabs in
         #: flight only add memory (measured: no speed-up, up to 2x peak RSS)
-        self.inflight = 2 if store.location.scheme == "s3" else 1
+        self.inflight = 2 if store.is_remote else 1
         self.grids: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
 
     def _full(self, spatial: tuple[int, ...]) -> tuple[int, ...]:
@@ -565,7 +565,5 @@ def _clear(st: Store, path: str, keep_marker: bool = True) -> None:
     st.delete_many([k for k in keys if k != marker])
     if marker in keys:
         st.delete(marker)
-    if st.location.scheme == "file" and not keep_marker:
-        from atlas.storage.store import prune_empty_dirs
-
-        prune_empty_dirs(str(st.location.child(path).root))
+    if not keep_marker:
+        st.prune_empty_dirs(path)

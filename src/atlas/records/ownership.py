@@ -29,7 +29,7 @@ OWNERS_PREFIX = f"{JOURNAL_PREFIX}/_owners"
 
 def recorded_site(store: Store) -> str | None:
     """The site recorded in ``store``, or ``None`` if nothing was ingested yet (reads only)."""
-    if store.location.scheme == "file" and not os.path.isdir(store.location.root):
+    if store.has_local_root and not os.path.isdir(store.location.root):
         return None  # no store yet: reading must not create its folder
     try:
         data = json.loads(store.read_bytes(SITE_KEY))

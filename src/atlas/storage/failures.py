@@ -15,6 +15,7 @@ from contextlib import contextmanager
 
 from atlas.errors import AtlasError, Forbidden, InvalidInput, NotFound, StoreUnavailable
 from atlas.storage.location import StoreLocation
+from atlas.storage.registry import backend_class
 
 _UNAVAILABLE_NAMES = {
     "EndpointConnectionError",
@@ -62,11 +63,7 @@ def translate(
         name = type(e).__name__
         text = str(e)
         if isinstance(e, PermissionError) or any(c in text for c in _FORBIDDEN_CODES[:3]):
-            hint = (
-                f"check the credentials in ${location.key_env}/${location.secret_env}"
-                if location.scheme == "s3"
-                else "check the directory's permissions"
-            )
+            hint = backend_class(location.scheme).permission_hint(location)
             return Forbidden(
                 f"{who}refused to {op} {where}: {_short(text)}; {hint}",
                 site=site,

@@ -64,7 +64,7 @@ class StoreLocation:
 
     def child(self, path: str) -> StoreLocation:
         """The location of ``path`` below this one."""
-        path = _clean_key_path(path)
+        path = clean_key_path(path)
         if not path:
             return self
         if self.scheme == "file":
@@ -83,7 +83,7 @@ class StoreLocation:
         return cls(**data, timeouts=Timeouts(**timeouts) if timeouts else Timeouts())
 
 
-def _clean_key_path(path: str) -> str:
+def clean_key_path(path: str) -> str:
     parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
     if any(p == ".." for p in parts):
         raise InvalidInput(f"store paths may not contain '..': {path!r}")
@@ -144,7 +144,7 @@ def parse_url(
         root = str(Path(path).expanduser().resolve())
         return StoreLocation(scheme="file", root=root, site=site)
     if scheme == "memory":
-        root = _clean_key_path(split.netloc + "/" + split.path)
+        root = clean_key_path(split.netloc + "/" + split.path)
         if not root:
             raise InvalidInput("memory:// URLs need a name, e.g. memory://scratch")
         return StoreLocation(scheme="memory", root=root, site=site)
@@ -158,7 +158,7 @@ def parse_url(
             raise InvalidInput(
                 f"unknown S3 URL option(s) {sorted(unknown)}; known: {sorted(_S3_QUERY_KEYS)}"
             )
-        root = _clean_key_path(bucket + "/" + split.path)
+        root = clean_key_path(bucket + "/" + split.path)
         endpoint = endpoint or query.get("endpoint")
         if endpoint is not None:
             check_endpoint(endpoint)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from atlas.errors import ConfigError, StoreUnavailable
+from atlas.storage.registry import backend_class
 
 if TYPE_CHECKING:
     from atlas.storage.location import StoreLocation
@@ -228,7 +229,7 @@ def ts_result(
     ``limit`` is a deadline shared by several steps (default: a fresh one). Timing out, or
     tensorstore giving up on a stalled or refused request, raises :class:`StoreUnavailable`.
     """
-    if location.scheme != "s3":
+    if not backend_class(location.scheme).is_remote:
         return future.result()
     timeouts = location.timeouts
     left = limit.remaining() if limit is not None else None

@@ -16,17 +16,19 @@ import asyncio
 import fnmatch
 import random
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from zarr.abc.store import ByteRequest, Store
-from zarr.core.buffer import Buffer, BufferPrototype
+from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
+from zarr.core.sync import sync
 from zarr.storage import WrapperStore
 
 from atlas.errors import AtlasError, ConfigError, InjectedFault, StoreUnavailable
 from atlas.storage.failures import translate
 from atlas.storage.location import StoreLocation
+from atlas.storage.registry import backend_class
 from atlas.storage.timeouts import check_seconds, deadline_error, retry_within
 
 T = TypeVar("T")
@@ -35,26 +37,26 @@ READ_OPS = frozenset({"get", "exists", "list"})
 WRITE_OPS = frozenset({"set", "delete"})
 
 
-class _HookedStore(WrapperStore[Store]):
-    """A wrapper that runs every operation through :meth:`_call` (override it)."""
+class HookedStore(WrapperStore[Store]):
+    """A zarr ``WrapperStore`` that runs every operation through :meth:`_call` (override it).
 
-    def __reduce__(self) -> Any:
-        handle = getattr(self, "_atlas_handle", None)
-        if handle is not None:  # the top of a stack built by atlas.storage.Store
-            from atlas.storage.store import _zarr_store_of
-
-            return (_zarr_store_of, (handle, self.read_only))
-        return super().__reduce__()
-
-    def with_read_only(self, read_only: bool = False) -> Any:
-        clone = super().with_read_only(read_only)
-        handle = getattr(self, "_atlas_handle", None)
-        if handle is not None:
-            clone._atlas_handle = handle  # type: ignore[attr-defined]
-        return clone
+    It follows zarr's wrapper protocol: ``cls(store=inner)`` builds one with default settings,
+    :meth:`with_read_only` and ``with`` re-create it around a new inner store with the same
+    settings, and it pickles with its settings. The synchronous protocols zarr defines
+    (``get_sync``, ``set_sync``, ``delete_sync``) go through the same hooks, on zarr's event
+    loop. :meth:`call` runs any async step through this wrapper and every wrapper below it,
+    as if it were a zarr operation ``op`` on ``key`` (conditional writes use it).
+    """
 
     async def _call(self, op: str, key: str, fn: Callable[[], Awaitable[T]]) -> T:
         return await fn()
+
+    async def call(self, op: str, key: str, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run ``fn`` through the hooks of this wrapper and of the wrappers below it."""
+        inner = self._store
+        if isinstance(inner, HookedStore):
+            return await self._call(op, key, lambda: inner.call(op, key, fn))
+        return await self._call(op, key, fn)
 
     async def get(
         self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
@@ -69,11 +71,20 @@ class _HookedStore(WrapperStore[Store]):
         ranges = list(key_ranges)
         return list(await asyncio.gather(*(self.get(key, prototype, rng) for key, rng in ranges)))
 
+    async def _get_many(
+        self, requests: Iterable[tuple[str, BufferPrototype, ByteRequest | None]]
+    ) -> AsyncGenerator[tuple[str, Buffer | None], None]:
+        for key, prototype, byte_range in requests:
+            yield key, await self.get(key, prototype, byte_range)
+
     async def exists(self, key: str) -> bool:
         return await self._call("exists", key, lambda: self._store.exists(key))
 
     async def set(self, key: str, value: Buffer) -> None:
         await self._call("set", key, lambda: self._store.set(key, value))
+
+    async def _set_many(self, values: Iterable[tuple[str, Buffer]]) -> None:
+        await asyncio.gather(*(self.set(key, value) for key, value in values))
 
     async def set_if_not_exists(self, key: str, value: Buffer) -> None:
         await self._call("set", key, lambda: self._store.set_if_not_exists(key, value))
@@ -99,11 +110,30 @@ class _HookedStore(WrapperStore[Store]):
         for k in await self._collect(prefix, lambda: self._store.list_dir(prefix)):
             yield k
 
+    # zarr's synchronous store protocols (SupportsGetSync, SupportsSetSync, SupportsDeleteSync)
+    def get_sync(
+        self,
+        key: str,
+        *,
+        prototype: BufferPrototype | None = None,
+        byte_range: ByteRequest | None = None,
+    ) -> Buffer | None:
+        """``get`` from synchronous code (through the hooks, on zarr's event loop)."""
+        return sync(self.get(key, prototype or default_buffer_prototype(), byte_range))
 
-class TranslatingStore(_HookedStore):
+    def set_sync(self, key: str, value: Buffer) -> None:
+        """``set`` from synchronous code (through the hooks, on zarr's event loop)."""
+        sync(self.set(key, value))
+
+    def delete_sync(self, key: str) -> None:
+        """``delete`` from synchronous code (through the hooks, on zarr's event loop)."""
+        sync(self.delete(key))
+
+
+class TranslatingStore(HookedStore):
     """Re-raises backend exceptions as :mod:`atlas.errors` naming the site, URL and key."""
 
-    def __init__(self, store: Store, location: StoreLocation) -> None:
+    def __init__(self, store: Store, location: StoreLocation | None = None) -> None:
         super().__init__(store)
         self.location = location
 
@@ -111,6 +141,8 @@ class TranslatingStore(_HookedStore):
         return type(self)(store, self.location)
 
     async def _call(self, op: str, key: str, fn: Callable[[], Awaitable[T]]) -> T:
+        if self.location is None:  # nothing to name in a message: pass errors through
+            return await fn()
         try:
             return await fn()
         except AtlasError:
@@ -131,16 +163,19 @@ class LatencyConfig:
     ops: frozenset[str] = READ_OPS | WRITE_OPS
 
 
-class LatencyStore(_HookedStore):
+class LatencyStore(HookedStore):
     """Sleeps before each request, to emulate a far-away object store in tests and benchmarks."""
 
-    def __init__(self, store: Store, config: LatencyConfig, seed: int | None = None) -> None:
+    def __init__(
+        self, store: Store, config: LatencyConfig | None = None, seed: int | None = None
+    ) -> None:
         super().__init__(store)
-        self.config = config
+        self.config = config or LatencyConfig()
+        self.seed = seed
         self._rng = random.Random(seed)
 
     def _with_store(self, store: Store) -> LatencyStore:
-        return type(self)(store, self.config)
+        return type(self)(store, self.config, self.seed)
 
     async def _call(self, op: str, key: str, fn: Callable[[], Awaitable[T]]) -> T:
         if op in self.config.ops:
@@ -169,19 +204,28 @@ class FaultConfig:
     seed: int = 0
 
 
-class FaultStore(_HookedStore):
+class FaultStore(HookedStore):
     """Injects :class:`atlas.errors.InjectedFault` (or corrupted bytes) per :class:`FaultConfig`."""
 
-    def __init__(self, store: Store, config: FaultConfig) -> None:
+    def __init__(self, store: Store, config: FaultConfig | None = None) -> None:
         super().__init__(store)
-        self.config = config
-        self._rng = random.Random(config.seed)
+        self.config = config or FaultConfig()
+        self._rng = random.Random(self.config.seed)
         self._attempts: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
         self.injected = 0
 
     def _with_store(self, store: Store) -> FaultStore:
         return type(self)(store, self.config)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        del state["_lock"]  # a lock does not pickle; the copy gets its own
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def _should_fail(self, op: str, key: str) -> bool:
         cfg = self.config
@@ -260,7 +304,7 @@ class RetryPolicy:
         }
 
 
-class RetryStore(_HookedStore):
+class RetryStore(HookedStore):
     """Retries transient failures of the wrapped store per :class:`RetryPolicy`.
 
     With a ``location`` of a remote store, every operation (its retries and waits included)
@@ -269,15 +313,20 @@ class RetryStore(_HookedStore):
     """
 
     def __init__(
-        self, store: Store, policy: RetryPolicy, *, location: StoreLocation | None = None
+        self,
+        store: Store,
+        policy: RetryPolicy | None = None,
+        *,
+        location: StoreLocation | None = None,
     ) -> None:
         super().__init__(store)
-        self.policy = policy
+        self.policy = policy = policy or RetryPolicy()
         self.location = location
         self.retries = 0
         self._rng = random.Random()
+        self._remote = location is not None and backend_class(location.scheme).is_remote
         limits = [policy.deadline]
-        if location is not None and location.scheme == "s3":
+        if location is not None and self._remote:
             limits.append(location.timeouts.deadline)
         given = [d for d in limits if d is not None]
         self.deadline: float | None = min(given) if given else None
@@ -291,10 +340,9 @@ class RetryStore(_HookedStore):
     async def _call(self, op: str, key: str, fn: Callable[[], Awaitable[T]]) -> T:
         def late(_last: BaseException | None) -> BaseException:
             loc = self.location
-            remote = loc is not None and loc.scheme == "s3"
             return deadline_error(
                 self.deadline or 0.0,
-                loc.timeouts if loc is not None and remote else None,
+                loc.timeouts if loc is not None and self._remote else None,
                 url=loc.url if loc is not None else "(store)",
                 site=loc.site if loc is not None else None,
                 op=op,
