@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import threading
 import weakref
+from collections.abc import AsyncIterator
 from contextlib import suppress
 from typing import Any
 
@@ -49,18 +50,34 @@ class S3ZarrStore(FsspecStore):
       bulk ``_rm``, which ignores per-key errors in the DeleteObjects response, so a key
       without delete permission would look deleted. Erasure cannot live with that, so single
       deletes go through ``DeleteObject``.
+    - Listings hold objects only: SeaweedFS (with its filer) answers an emptied "folder" as
+      an entry of type ``directory``, which zarr's FsspecStore would list as a key.
     - It pickles as its location (names of credential variables, never their values), so a
       zarr array sent to a dask worker reopens the store there with that process's
       credentials instead of carrying the S3 client and its secret key.
     """
 
-    location: StoreLocation | None = None
+    def __init__(self, *args: Any, location: StoreLocation | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.location = location
 
     async def delete(self, key: str) -> None:
         self._check_writable()
         path = f"{self.path.rstrip('/')}/{key}" if key else self.path
         with suppress(FileNotFoundError):
             await self.fs._rm_file(path)
+
+    async def _objects(self, path: str) -> list[str]:
+        found = await self.fs._find(path, detail=True, maxdepth=None, withdirs=False)
+        return [name for name, info in found.items() if info.get("type") != "directory"]
+
+    async def list(self) -> AsyncIterator[str]:
+        for name in await self._objects(self.path):
+            yield name.removeprefix(self.path + "/")
+
+    async def list_prefix(self, prefix: str) -> AsyncIterator[str]:
+        for name in await self._objects(f"{self.path}/{prefix}"):
+            yield name.removeprefix(f"{self.path}/")
 
     def with_read_only(self, read_only: bool = False) -> S3ZarrStore:
         clone = type(self)(
@@ -131,9 +148,7 @@ class S3Backend(Backend):
         return self._afs
 
     def zarr_store(self) -> S3ZarrStore:
-        store = S3ZarrStore(fs=self.async_fs(), path=self.location.root)
-        store.location = self.location
-        return store
+        return S3ZarrStore(fs=self.async_fs(), path=self.location.root, location=self.location)
 
     def query_url(self, key: str) -> str:
         return "s3://" + self.fs_path(self.location.child(key))
