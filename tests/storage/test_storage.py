@@ -1,15 +1,11 @@
-"""The storage layer: one store test suite for local, memory and S3, plus failure paths."""
+"""The storage layer: URLs, wrappers and failure paths (the store suite is in test_store_suite)."""
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-import pickle
 import time
 
-import numpy as np
 import pytest
-import zarr
 from tests.stores import s3_store
 
 from atlas.errors import (
@@ -24,93 +20,10 @@ from atlas.storage import (
     FaultConfig,
     LatencyConfig,
     RetryPolicy,
-    Store,
     Timeouts,
     open_store,
     parse_url,
 )
-
-
-class TestStoreSuite:
-    """The reusable store suite (like zarr-python's StoreTests), run on every store kind."""
-
-    def test_bytes_round_trip(self, any_store: Store) -> None:
-        any_store.write_bytes("a/b/c.bin", b"\x00\x01payload")
-        assert any_store.read_bytes("a/b/c.bin") == b"\x00\x01payload"
-        assert any_store.exists("a/b/c.bin")
-        assert not any_store.exists("a/b/missing")
-
-    def test_missing_key_is_not_found(self, any_store: Store) -> None:
-        with pytest.raises(NotFound, match="no object 'nope'"):
-            any_store.read_bytes("nope")
-
-    def test_list_and_delete(self, any_store: Store) -> None:
-        for k in ("p/1", "p/2", "p/sub/3", "q/4"):
-            any_store.write_bytes(k, k.encode())
-        assert any_store.list("p/") == ["p/1", "p/2", "p/sub/3"]
-        any_store.delete("p/1")
-        assert any_store.list("p/") == ["p/2", "p/sub/3"]
-        assert any_store.delete_prefix("p") == 2
-        assert any_store.list() == ["q/4"]
-        with pytest.raises(InvalidInput):
-            any_store.delete_prefix("")
-
-    def test_child_store_sees_prefix(self, any_store: Store) -> None:
-        any_store.write_bytes("x/y/z", b"1")
-        child = any_store.child("x")
-        assert child.read_bytes("y/z") == b"1"
-        assert child.url.endswith("/x")
-
-    def test_zarr_array_round_trip(self, any_store: Store) -> None:
-        data = np.arange(24, dtype="int16").reshape(2, 3, 4)
-        arr = zarr.create_array(any_store.zarr_store(), name="arr", shape=data.shape, dtype="int16")
-        arr[:] = data
-        back = zarr.open_array(any_store.zarr_store(), path="arr", mode="r")
-        np.testing.assert_array_equal(back[:], data)
-
-    def test_pickle_reopens_same_data(self, any_store: Store) -> None:
-        any_store.write_bytes("k", b"v")
-        clone = pickle.loads(pickle.dumps(any_store))
-        assert clone == any_store
-        assert clone.read_bytes("k") == b"v"
-        # the pickle holds names of credential variables, never their values
-        raw = pickle.dumps(any_store)
-        if any_store.location.scheme == "s3":
-            for var in (any_store.location.key_env, any_store.location.secret_env):
-                assert os.environ[var].encode() not in raw
-                assert var.encode() in raw
-
-    def test_fsspec_view_sees_same_objects(self, any_store: Store) -> None:
-        any_store.write_bytes("dir/obj.bin", b"via zarr store")
-        fs = any_store.fs
-        assert fs.cat_file(any_store.fs_path("dir/obj.bin")) == b"via zarr store"
-        fs.pipe_file(any_store.fs_path("dir/other.bin"), b"via fsspec")
-        assert any_store.read_bytes("dir/other.bin") == b"via fsspec"
-
-    def test_probe(self, any_store: Store) -> None:
-        result = any_store.probe()
-        assert result.ok
-        assert result.write_ms >= 0 and result.read_ms >= 0
-        assert any_store.list(".atlas-probe/") == []
-
-
-def _read_in_child(store: Store, key: str, queue: multiprocessing.Queue) -> None:
-    queue.put(store.read_bytes(key))
-
-
-@pytest.mark.parametrize("kind", ["local", "s3"])
-def test_handle_reopens_in_another_process(kind: str, request, tmp_path) -> None:
-    from tests.stores import make_store
-
-    store = make_store(kind, request, tmp_path)
-    store.write_bytes("shared", b"from parent")
-    ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_read_in_child, args=(store, "shared", queue))
-    proc.start()
-    proc.join(60)
-    assert proc.exitcode == 0
-    assert queue.get(timeout=5) == b"from parent"
 
 
 class TestUrls:

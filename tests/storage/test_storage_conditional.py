@@ -1,4 +1,7 @@
-"""Conditional writes (create-if-absent and compare-and-swap) on every store kind.
+"""Conditional writes: what is particular to local disk and to S3.
+
+The contract every backend keeps (races, compare-and-swap, bad input, faults) is in
+:mod:`atlas.testing.store_tests`, run on every backend by ``test_store_suite.py``.
 
 Real backends only: a temporary directory, ``memory://`` and SeaweedFS servers (one
 ``weed mini`` and, for the races, the multi-process cluster). Races use real threads and, on
@@ -14,159 +17,24 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from tests.stores import s3_store
 
-import atlas.storage.backends.local as store_module
-from atlas.errors import Forbidden, InjectedFault, InvalidInput, NotFound, StoreUnavailable
-from atlas.storage import FaultConfig, LatencyConfig, RetryPolicy, Store, open_store
+import atlas.storage.backends.local as local_backend
+from atlas.errors import Forbidden, InvalidInput, NotFound, StoreUnavailable
+from atlas.storage import Store, open_store
 from atlas.testing.seaweed import SeaweedS3, find_weed
-
-THREADS = 8
-PROCESSES = 4
-T = TypeVar("T")
-
-
-def _race(n: int, fn: Callable[[int], T]) -> list[T]:
-    """Run ``fn(0..n-1)`` on ``n`` threads released together; their results in order."""
-    barrier = threading.Barrier(n)
-
-    def one(i: int) -> T:
-        barrier.wait()
-        return fn(i)
-
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        return list(pool.map(one, range(n)))
-
-
-def _assert_one_winner(store: Store, key: str, results: list[bool], payloads: list[bytes]) -> None:
-    assert results.count(True) == 1, results
-    assert store.read_bytes(key) == payloads[results.index(True)]
-
-
-def _count_up(store: Store, key: str, times: int) -> int:
-    """Add ``times`` to the counter at ``key`` by read → compare-and-swap; returns swaps lost."""
-    lost = 0
-    for _ in range(times):
-        while True:
-            data, version = store.read_versioned(key)
-            if store.put_if_match(key, str(int(data) + 1).encode(), version):
-                break
-            lost += 1
-    return lost
-
-
-class TestConditionalSuite:
-    """The conditional-write contract, on local, memory and S3 stores."""
-
-    def test_put_if_absent_creates_once(self, any_store: Store) -> None:
-        assert any_store.put_if_absent("idx/pointer", b"first") is True
-        assert any_store.put_if_absent("idx/pointer", b"second") is False
-        assert any_store.read_bytes("idx/pointer") == b"first"
-        # nothing else is left behind (no temporary or lock files)
-        assert any_store.list() == ["idx/pointer"]
-
-    def test_put_if_absent_race_has_one_winner(self, any_store: Store) -> None:
-        payloads = [f"writer {i}".encode() for i in range(THREADS)]
-        results = _race(THREADS, lambda i: any_store.put_if_absent("lock", payloads[i]))
-        _assert_one_winner(any_store, "lock", results, payloads)
-        assert any_store.list() == ["lock"]
-
-    def test_compare_and_swap(self, any_store: Store) -> None:
-        any_store.write_bytes("manifest", b"v1")
-        data, token = any_store.read_versioned("manifest")
-        assert data == b"v1" and isinstance(token, str) and token
-        assert any_store.read_versioned("manifest")[1] == token  # stable while unchanged
-
-        assert any_store.put_if_match("manifest", b"v2", token) is True
-        data2, token2 = any_store.read_versioned("manifest")
-        assert data2 == b"v2" and token2 != token
-
-        # a writer holding the old token lost the race and changes nothing
-        assert any_store.put_if_match("manifest", b"stale", token) is False
-        assert any_store.read_bytes("manifest") == b"v2"
-        assert any_store.put_if_match("manifest", b"v3", token2) is True
-        assert any_store.read_bytes("manifest") == b"v3"
-        assert any_store.list() == ["manifest"]
-
-    def test_stale_token_after_another_writer(self, any_store: Store) -> None:
-        any_store.write_bytes("m", b"base")
-        _, mine = any_store.read_versioned("m")
-        _, theirs = any_store.read_versioned("m")
-        assert any_store.put_if_match("m", b"theirs", theirs) is True
-        assert any_store.put_if_match("m", b"mine", mine) is False
-        assert any_store.read_bytes("m") == b"theirs"
-
-    def test_version_none_means_only_if_absent(self, any_store: Store) -> None:
-        assert any_store.put_if_match("k", b"new", None) is True
-        assert any_store.put_if_match("k", b"again", None) is False
-        assert any_store.read_bytes("k") == b"new"
-
-    def test_put_if_match_on_missing_key_is_false(self, any_store: Store) -> None:
-        any_store.write_bytes("k", b"x")
-        _, token = any_store.read_versioned("k")
-        any_store.delete("k")
-        assert any_store.put_if_match("k", b"y", token) is False
-        assert any_store.put_if_match("no/such/dir/k", b"y", token) is False
-        assert not any_store.exists("k")
-        assert any_store.list("no/") == []
-
-    def test_cas_race_loses_no_update(self, any_store: Store) -> None:
-        any_store.write_bytes("counter", b"0")
-        _race(THREADS, lambda i: _count_up(any_store, "counter", 1))
-        assert any_store.read_bytes("counter") == str(THREADS).encode()
-        assert any_store.list() == ["counter"]
-
-    def test_missing_key_is_not_found(self, any_store: Store) -> None:
-        with pytest.raises(NotFound, match="no object 'absent'"):
-            any_store.read_versioned("absent")
-
-    @pytest.mark.parametrize("key", ["", "/a", "a/", "a//b", "./a", "a/../b", "..", "a\\b"])
-    def test_bad_keys_are_invalid(self, any_store: Store, key: str) -> None:
-        with pytest.raises(InvalidInput):
-            any_store.put_if_absent(key, b"x")
-        with pytest.raises(InvalidInput):
-            any_store.put_if_match(key, b"x", "token")
-        with pytest.raises(InvalidInput):
-            any_store.read_versioned(key)
-
-    def test_bad_version_and_data_are_invalid(self, any_store: Store) -> None:
-        with pytest.raises(InvalidInput, match="version must be"):
-            any_store.put_if_match("k", b"x", 123)  # type: ignore[arg-type]
-        with pytest.raises(InvalidInput, match="data must be bytes"):
-            any_store.put_if_absent("k", "text")  # type: ignore[arg-type]
-
-    def test_transient_faults_are_retried(self, any_store: Store) -> None:
-        flaky = Store(
-            any_store.location,
-            faults=FaultConfig(fail_first=1),
-            latency=LatencyConfig(base=0.001),
-            retry=RetryPolicy(attempts=3, base_delay=0.001),
-        )
-        assert flaky.put_if_absent("k", b"v") is True
-        data, token = flaky.read_versioned("k")
-        assert data == b"v"
-        assert flaky.put_if_match("k", b"w", token) is True
-        assert flaky.put_if_absent("k", b"again") is False
-        assert any_store.read_bytes("k") == b"w"
-        assert flaky.zarr_store().retries == 2  # one injected fault per (op, key): set, get
-
-    def test_persistent_faults_surface(self, any_store: Store) -> None:
-        broken = Store(
-            any_store.location,
-            faults=FaultConfig(probability=1.0),
-            retry=RetryPolicy(attempts=2, base_delay=0.001),
-        )
-        with pytest.raises(InjectedFault, match="injected fault on set 'k'"):
-            broken.put_if_absent("k", b"v")
-        with pytest.raises(InjectedFault, match="injected fault on get 'k'"):
-            broken.read_versioned("k")
-        assert not any_store.exists("k")
+from atlas.testing.store_tests import (
+    PROCESSES,
+    THREADS,
+    assert_one_winner,
+    count_up,
+    race,
+)
 
 
 # -- local disk ---------------------------------------------------------------------------
@@ -177,7 +45,7 @@ def _create_in_child(store: Store, key: str, payload: bytes, barrier: Any, queue
 
 def _count_in_child(store: Store, key: str, times: int, barrier: Any, queue: Any) -> None:
     barrier.wait(60)
-    queue.put(_count_up(store, key, times))
+    queue.put(count_up(store, key, times))
 
 
 def _run_children(target: Callable[..., None], args: list[tuple[object, ...]]) -> list[object]:
@@ -223,14 +91,14 @@ class TestLocal:
         _, token = store.read_versioned("m")
         lock = tmp_path / "store" / "m.atlas-lock"
         lock.write_bytes(b"a writer that crashed")
-        old = time.time() - store_module.LOCK_STALE_AFTER_S - 5
+        old = time.time() - local_backend.LOCK_STALE_AFTER_S - 5
         os.utime(lock, (old, old))
         assert store.put_if_match("m", b"v2", token) is True
         assert store.read_bytes("m") == b"v2"
         assert not lock.exists()
 
     def test_busy_lock_gives_up(self, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr(store_module, "LOCK_WAIT_S", 0.2)
+        monkeypatch.setattr(local_backend, "LOCK_WAIT_S", 0.2)
         store = _local(tmp_path)
         store.write_bytes("m", b"v1")
         _, token = store.read_versioned("m")
@@ -248,11 +116,11 @@ class TestLocal:
         def no_links(src: str, dst: str) -> None:
             raise OSError(errno.EPERM, "Operation not permitted", src)
 
-        monkeypatch.setattr(store_module.os, "link", no_links)
+        monkeypatch.setattr(local_backend.os, "link", no_links)
         store = _local(tmp_path)
         payloads = [f"writer {i}".encode() for i in range(THREADS)]
-        results = _race(THREADS, lambda i: store.put_if_absent("lock", payloads[i]))
-        _assert_one_winner(store, "lock", results, payloads)
+        results = race(THREADS, lambda i: store.put_if_absent("lock", payloads[i]))
+        assert_one_winner(store, "lock", results, payloads)
         assert store.list() == ["lock"]
 
     def test_file_in_the_way(self, tmp_path) -> None:
@@ -335,7 +203,7 @@ class TestS3:
         head = store.fs.info(store.fs_path("k"))
         assert token == head["ETag"]
 
-    def test_lost_response_is_not_a_lost_race(self, seaweed) -> None:
+    def test_lost_response_is_not_a_lostrace(self, seaweed) -> None:
         """The server applies a conditional PUT but its answer is lost; the retry gets 412.
 
         A proxy between client and server drops the connection instead of passing on the
@@ -357,11 +225,11 @@ class TestS3:
     def test_cluster_race_has_one_winner(self, seaweed_cluster) -> None:
         store = s3_store(seaweed_cluster)
         payloads = [f"writer {i}".encode() for i in range(THREADS)]
-        results = _race(THREADS, lambda i: store.put_if_absent("lock", payloads[i]))
-        _assert_one_winner(store, "lock", results, payloads)
+        results = race(THREADS, lambda i: store.put_if_absent("lock", payloads[i]))
+        assert_one_winner(store, "lock", results, payloads)
 
         store.write_bytes("counter", b"0")
-        _race(4, lambda i: _count_up(store, "counter", 1))
+        race(4, lambda i: count_up(store, "counter", 1))
         assert store.read_bytes("counter") == b"4"
 
 

@@ -4,7 +4,7 @@ Every wrapper is a :class:`zarr.storage.WrapperStore`, so anything that takes a 
 (zarr-python arrays and groups, our OME-Zarr writer and reader, the byte helpers on
 :class:`atlas.storage.Store`) goes through the same stack::
 
-    RetryStore( LatencyStore( FaultStore( TranslatingStore( LocalStore | FsspecStore ))))
+    RetryStore( LatencyStore( FaultStore( TranslatingStore( a backend's zarr store ))))
 
 Faults sit inside the retry layer, so a transient injected fault is retried exactly like a
 real dropped connection would be.

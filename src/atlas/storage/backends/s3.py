@@ -305,8 +305,10 @@ class S3Backend(Backend):
 
 def _write_credentials(creds: tuple[str, str], region: str) -> str:
     """A new private folder (0700) holding a credentials and a config file (0600 each)."""
-    folder = tempfile.mkdtemp(prefix="atlas-ts-credentials-")  # mode 0700
     key, secret = creds
+    if any(c in text for text in creds for c in "\r\n[]"):
+        raise ConfigError("S3 credentials may not contain line breaks or brackets")
+    folder = tempfile.mkdtemp(prefix="atlas-ts-credentials-")  # mode 0700
     files = {
         "credentials": (
             f"[{_TS_PROFILE}]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n"
