@@ -34,7 +34,7 @@ import pytest
 import zarr
 
 from atlas.errors import InjectedFault, InvalidInput, NotFound
-from atlas.storage import FaultConfig, LatencyConfig, RetryPolicy, Store
+from atlas.storage import FaultConfig, LatencyConfig, RetryPolicy, RetryStore, Store
 
 __all__ = ["PROCESSES", "THREADS", "StoreSuite", "assert_one_winner", "count_up", "race"]
 
@@ -251,7 +251,9 @@ class StoreSuite:
         assert flaky.put_if_match("k", b"w", token) is True
         assert flaky.put_if_absent("k", b"again") is False
         assert store.read_bytes("k") == b"w"
-        assert flaky.zarr_store().retries == 2  # one injected fault per (op, key): set, get
+        top = flaky.zarr_store()
+        assert isinstance(top, RetryStore)
+        assert top.retries == 2  # one injected fault per (op, key): set, get
 
     def test_persistent_faults_surface(self, store: Store) -> None:
         broken = Store(
