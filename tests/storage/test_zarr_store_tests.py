@@ -10,6 +10,7 @@ the bytes without the store under test, as the suite requires.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,9 +79,13 @@ class _Suite(StoreTests[Any, cpu.Buffer]):
     async def get(self, store: Any, key: str) -> Buffer:
         return self.buffer_cls.from_bytes(self.raw_get(key))
 
+    def cleanup(self) -> None:
+        """Undo what :meth:`base_kwargs` left behind (after each test)."""
+
     @pytest.fixture
-    def base(self, request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
-        return self.base_kwargs(request, tmp_path)
+    def base(self, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, Any]]:
+        yield self.base_kwargs(request, tmp_path)
+        self.cleanup()
 
     @pytest.fixture
     def store_kwargs(self, base: dict[str, Any]) -> dict[str, Any]:
@@ -177,7 +182,13 @@ class _S3(_Suite):
         self.client = _client(server)
         self.bucket, self.prefix = handle.location.bucket, handle.location.prefix
         loc = handle.location
-        return {"fs": backend.make_fs(asynchronous=True), "path": loc.root, "location": loc}
+        self.fs = backend.make_fs(asynchronous=True)
+        return {"fs": self.fs, "path": loc.root, "location": loc}
+
+    def cleanup(self) -> None:
+        # the filesystem belongs to this test's event loop, which ends with the test: no later
+        # test (in this module or another) may be handed it from s3fs's cache
+        type(self.fs).clear_instance_cache()
 
     def raw_set(self, key: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=f"{self.prefix}/{key}", Body=data)
