@@ -94,7 +94,7 @@ class Backend(ABC):
     # -- with defaults ---------------------------------------------------------------------
     @property
     def fs(self) -> Any:
-        """This backend's synchronous fsspec filesystem (made on first use)."""
+        """The backend's synchronous fsspec filesystem (made on first use)."""
         if self._fs is None:
             self._fs = self.make_fs(asynchronous=False)
         return self._fs

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 from atlas.errors import InvalidInput
-from atlas.storage.timeouts import Timeouts
+from atlas.storage.limits import Timeouts
 
 Scheme = Literal["file", "memory", "s3"]
 
@@ -84,6 +84,7 @@ class StoreLocation:
 
 
 def clean_key_path(path: str) -> str:
+    """``path`` as a clean relative key (no empty or ``.`` parts); ``..`` is InvalidInput."""
     parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
     if any(p == ".." for p in parts):
         raise InvalidInput(f"store paths may not contain '..': {path!r}")

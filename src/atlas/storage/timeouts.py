@@ -22,15 +22,27 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from atlas.errors import ConfigError, StoreUnavailable
+from atlas.errors import StoreUnavailable
+from atlas.storage.limits import Timeouts, check_seconds
 from atlas.storage.registry import backend_class
 
 if TYPE_CHECKING:
     from atlas.storage.location import StoreLocation
-    from atlas.storage.wrappers import RetryPolicy
+
+__all__ = [
+    "Deadline",
+    "RetryRules",
+    "Timeouts",
+    "check_seconds",
+    "configure_tensorstore_http",
+    "deadline_error",
+    "retry_within",
+    "s3_config_kwargs",
+    "tensorstore_context_spec",
+    "ts_result",
+]
 
 T = TypeVar("T")
 
@@ -40,58 +52,22 @@ TS_LOW_SPEED_TIME_ENV = "TENSORSTORE_CURL_LOW_SPEED_TIME_SECONDS"
 TS_LOW_SPEED_LIMIT_ENV = "TENSORSTORE_CURL_LOW_SPEED_LIMIT_BYTES"
 
 
-def check_seconds(value: object, name: str, where: str = "") -> float:
-    """``value`` as float seconds if it is a finite, positive number, else :class:`ConfigError`.
-
-    ``name`` is the setting (``read_timeout``), ``where`` what holds it (a site, a file).
-    """
-    prefix = f"{where}: " if where else ""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{prefix}{name} must be a positive number of seconds, got {value!r}")
-    seconds = float(value)
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ConfigError(
-            f"{prefix}{name} must be a finite, positive number of seconds, got {value!r}"
-        )
-    return seconds
-
-
-@dataclass(frozen=True)
-class Timeouts:
-    """Network limits for remote stores: a dead or silent endpoint fails within these bounds.
-
-    Parameters
-    ----------
-    connect:
-        Seconds to open a connection.
-    read:
-        Seconds to wait for the next bytes of an answer.
-    client_attempts:
-        Attempts the S3 client makes itself per request (botocore's ``max_attempts``); Atlas's
-        :class:`~atlas.storage.RetryPolicy` retries around them, all within ``operation``.
-    operation:
-        Deadline of one store operation, retries and backoff included; ``None`` means
-        ``2 * (connect + read)``.
-    """
-
-    connect: float = 3.0
-    read: float = 30.0
-    client_attempts: int = 2
-    operation: float | None = None
-
-    def __post_init__(self) -> None:
-        check_seconds(self.connect, "connect_timeout")
-        check_seconds(self.read, "read_timeout")
-        if self.operation is not None:
-            check_seconds(self.operation, "operation_timeout")
-        attempts = self.client_attempts
-        if isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= 20:
-            raise ConfigError(f"client_attempts must be an integer from 1 to 20, got {attempts!r}")
+class RetryRules(Protocol):
+    """What :func:`retry_within` needs of a retry policy (:class:`~atlas.storage.RetryPolicy`)."""
 
     @property
-    def deadline(self) -> float:
-        """Seconds one operation may take in all (``operation``, else ``2 * (connect + read)``)."""
-        return self.operation if self.operation is not None else 2 * (self.connect + self.read)
+    def attempts(self) -> int:
+        """Attempts in total."""
+        ...
+
+    @property
+    def retry_on(self) -> tuple[type[BaseException], ...]:
+        """The exceptions worth another attempt."""
+        ...
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait before retry number ``attempt``."""
+        ...
 
 
 class Deadline:
@@ -114,7 +90,7 @@ class Deadline:
 
 async def retry_within(
     fn: Callable[[], Awaitable[T]],
-    policy: RetryPolicy,
+    policy: RetryRules,
     *,
     deadline: float | None,
     on_deadline: Callable[[BaseException | None], BaseException],

@@ -56,6 +56,7 @@ def race(n: int, fn: Callable[[int], T]) -> list[T]:
 
 
 def assert_one_winner(store: Store, key: str, results: list[bool], payloads: list[bytes]) -> None:
+    """Exactly one writer won, and the key holds its bytes."""
     assert results.count(True) == 1, results
     assert store.read_bytes(key) == payloads[results.index(True)]
 

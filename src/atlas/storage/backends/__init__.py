@@ -3,3 +3,5 @@
 They are imported on first use through :mod:`atlas.storage.registry`, never at import of
 :mod:`atlas.storage`.
 """
+
+__all__: list[str] = []

@@ -1,5 +1,7 @@
-"""S3 and S3-compatible object stores (SeaweedFS, MinIO, AWS): s3fs for zarr and fsspec,
-tensorstore's ``s3`` driver, and ``PutObject`` preconditions for conditional writes.
+"""S3 and S3-compatible object stores (SeaweedFS, MinIO, AWS).
+
+s3fs serves zarr and fsspec, tensorstore's ``s3`` driver serves tensorstore, and
+``PutObject`` preconditions make conditional writes atomic.
 
 Credentials are read from the environment variables the location names, in the process that
 opens the store. s3fs gets them as arguments; tensorstore gets them through a private
@@ -182,7 +184,7 @@ class S3Backend(Backend):
         return tensorstore_context_spec(self.location.timeouts)
 
     def _ts_credentials(self) -> dict[str, Any]:
-        """tensorstore's ``aws_credentials`` for this store: a private profile file."""
+        """Tensorstore's ``aws_credentials`` for this store: a private profile file."""
         creds = self.credentials()
         if creds is None:
             return {"type": "anonymous"}
