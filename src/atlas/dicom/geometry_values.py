@@ -60,10 +60,11 @@ def finite_number(value: Any) -> float | None:
 
 
 def vector_problem(value: Any, n: int, name: str, *, positive: bool = False) -> str | None:
-    """Why ``value`` is not ``n`` finite numbers (all ``> 0`` when ``positive``) of at most
-    :data:`MAX_GEOMETRY_MM` in magnitude, or ``None``.
+    """Why ``value`` is not valid geometry, or ``None`` when it is.
 
-    An absent or empty value is not a problem (``None``).
+    Valid geometry is ``n`` finite numbers (all ``> 0`` when ``positive``) of at most
+    :data:`MAX_GEOMETRY_MM` in magnitude. An absent or empty value is not a problem
+    (``None``).
     """
     values = _values(value)
     if values is None:
@@ -109,9 +110,9 @@ def geometry_problem(
     imager_pixel_spacing: Any = None,
     located: bool = True,
 ) -> str | None:
-    """The first problem of a header's geometry attributes (raw values), or ``None``.
+    r"""The first problem of a header's geometry attributes (raw values), or ``None``.
 
-    Each argument is the attribute's value as read (a string with ``\\`` separators, a
+    Each argument is the attribute's value as read (a string with ``\`` separators, a
     sequence of strings or numbers, or ``None`` when absent). The spacings are problems only
     for ``located`` images (with patient position or orientation), whose voxels they place in
     patient space; an image without patient geometry keeps a placeholder spacing and a note.

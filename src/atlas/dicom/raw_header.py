@@ -54,8 +54,10 @@ FRAME_OF_REFERENCE = 0x00200052
 
 
 class RawHeader:
-    """Fast reads of plain header values (UI, CS, IS, DS, US) straight from pydicom's raw
-    elements, without its per-value conversion (discovery reads thousands of headers).
+    """Fast reads of plain header values (UI, CS, IS, DS, US).
+
+    Values are read straight from pydicom's raw elements, without its per-value conversion
+    (discovery reads thousands of headers).
 
     Parameters
     ----------
@@ -69,8 +71,9 @@ class RawHeader:
         self._us = struct.Struct("<H" if little else ">H")
 
     def text(self, tag: int) -> str | None:
-        """The value of ``tag`` as text (multiple values joined by ``\\``), stripped of
-        padding; ``None`` when absent or empty.
+        r"""The value of ``tag`` as text, stripped of padding.
+
+        Multiple values are joined by ``\``; ``None`` when absent or empty.
         """
         elem = self.ds.get_item(tag, keep_deferred=True)
         value = None if elem is None else elem.value
@@ -92,8 +95,9 @@ class RawHeader:
         return [part.strip(" \x00") for part in text.split("\\")] if text else []
 
     def us(self, tag: int) -> int | None:
-        """An unsigned short (US) value, decoded in the data set's byte order; ``None``
-        when absent or unreadable.
+        """An unsigned short (US) value, decoded in the data set's byte order.
+
+        ``None`` when absent or unreadable.
         """
         elem = self.ds.get_item(tag, keep_deferred=True)
         value = None if elem is None else elem.value

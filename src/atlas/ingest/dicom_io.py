@@ -1,5 +1,7 @@
-"""Reading one DICOM object the way every ingest step does: discovery, series headers, pixel
-decoding, SEG/RTSTRUCT matching and labels.
+"""Reading one DICOM object the way every ingest step does.
+
+The steps that read this way: discovery, series headers, pixel decoding, SEG/RTSTRUCT matching
+and labels.
 
 Objects are opened through :mod:`atlas.ingest.safe_io` (regular files only, zip members streamed
 with the limit). ``dcmread`` with ``force=False`` first; a bare data set without preamble or file
@@ -60,8 +62,11 @@ class Rejected(AtlasError):
 
 
 def _looks_like_bare_dataset(head: bytes) -> bool:
-    """A DICOM data set without preamble/meta starts with an element of group 0002 (meta),
-    0004 (directory) or 0008, in either byte order (not 0000: zeros would parse as one)."""
+    """Whether ``head`` starts like a DICOM data set without preamble/meta.
+
+    Such a data set starts with an element of group 0002 (meta), 0004 (directory) or 0008, in
+    either byte order (not 0000: zeros would parse as one).
+    """
     return head[:2] in {bytes(p) for g in (2, 4, 8) for p in ((g, 0), (0, g))}
 
 
@@ -73,8 +78,9 @@ def _is_uid(value: Any) -> bool:
 def inflated_body(
     fp: IO[bytes], limits: ReadLimits
 ) -> tuple[bytes, FileMetaDataset, IO[bytes]] | None:
-    """For a Deflated Explicit VR Little Endian file: its preamble, file meta and inflated body
-    (streamed, capped by ``limits``); ``None`` (``fp`` rewound) for any other input.
+    """The preamble, file meta and inflated body of a Deflated Explicit VR Little Endian file.
+
+    The body is streamed, capped by ``limits``; ``None`` (``fp`` rewound) for any other input.
 
     pydicom would inflate the whole body in memory first; this is the bounded way in.
     """
@@ -101,8 +107,11 @@ def _stop_at_pixels(tag: Any, vr: Any, length: int) -> bool:
 def deflated_dataset(
     parts: tuple[bytes, FileMetaDataset, IO[bytes]], *, stop_before_pixels: bool, defer: bool
 ) -> Dataset:
-    """The data set of an inflated body (:func:`inflated_body`'s result); ``defer`` leaves
-    values above 1 MiB unread, ``stop_before_pixels`` stops at the pixel data element."""
+    """The data set of an inflated body (:func:`inflated_body`'s result).
+
+    ``defer`` leaves values above 1 MiB unread, ``stop_before_pixels`` stops at the pixel data
+    element.
+    """
     preamble, meta, body = parts
     ds = _read_body(
         cast(BinaryIO, body),
@@ -115,10 +124,13 @@ def deflated_dataset(
 
 
 def parse_or_reject(fp: IO[bytes], *, stop_before_pixels: bool) -> Dataset:
-    """``dcmread`` with ``force=False`` first; bare data sets (no preamble) are accepted when
-    they start like one and carry valid SOP Class/Instance UIDs. Raises :class:`Rejected`.
+    """Parse a DICOM object, or raise :class:`Rejected`.
 
-    Header-only reads leave values above 1 MiB unread (discovery never needs them)."""
+    ``dcmread`` with ``force=False`` first; bare data sets (no preamble) are accepted when
+    they start like one and carry valid SOP Class/Instance UIDs.
+
+    Header-only reads leave values above 1 MiB unread (discovery never needs them).
+    """
     start = fp.tell()
     defer = _DEFER_BYTES if stop_before_pixels else None
     try:
@@ -193,8 +205,11 @@ def parse_dataset(
 
 
 def open_input(ref: FileRef, limits: ReadLimits) -> IO[bytes]:
-    """Open an input object read-only, the safe way: a regular file (size checked against the
-    object limit), or a zip member streamed with the limit. Raises :class:`InvalidInput`."""
+    """Open an input object read-only, the safe way, or raise :class:`InvalidInput`.
+
+    A regular file (size checked against the object limit), or a zip member streamed with the
+    limit.
+    """
     try:
         if ref.member is None:
             fp = open_regular(ref.path)
@@ -217,8 +232,11 @@ def open_input(ref: FileRef, limits: ReadLimits) -> IO[bytes]:
 def read_dataset(
     ref: FileRef, *, stop_before_pixels: bool = True, limits: ReadLimits | None = None
 ) -> Dataset:
-    """Read one DICOM object (file or zip member) read-only; see :func:`parse_dataset` and
-    :func:`open_input`. Every ingest step reads its DICOM inputs through this function."""
+    """Read one DICOM object (file or zip member) read-only.
+
+    See :func:`parse_dataset` and :func:`open_input`. Every ingest step reads its DICOM inputs
+    through this function.
+    """
     limits = limits or ReadLimits()
     try:
         with open_input(ref, limits) as fp:

@@ -42,8 +42,11 @@ _NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
 
 @dataclass
 class IngestSummary:
-    """The result of one ingest run (pseudonymous ids and counts; operator file paths only in
-    ``quarantined``, which goes to the local report, never to the store)."""
+    """The result of one ingest run.
+
+    Pseudonymous ids and counts; operator file paths only in ``quarantined``, which goes to the
+    local report, never to the store.
+    """
 
     written: list[SeriesOutcome] = field(default_factory=list)
     skipped: list[SeriesOutcome] = field(default_factory=list)
@@ -345,8 +348,11 @@ def ingest(
 
 
 def _dispatch(task: Any) -> SeriesOutcome:
-    """Run one task (in a worker process or in-process); library warnings raised while it
-    reads originals become value-free notes on its outcome, never printed text."""
+    """Run one task (in a worker process or in-process).
+
+    Library warnings raised while it reads originals become value-free notes on its outcome,
+    never printed text.
+    """
     from atlas.ingest.nifti import NiftiTask, ingest_nifti
 
     with quiet.collect() as notes:

@@ -437,8 +437,10 @@ def _split_positions(
 
 
 def same_spacing(a: Sequence[float] | None, b: Sequence[float] | None) -> bool:
-    """Whether two in-plane spacings agree (relative :data:`SPACING_RELATIVE_TOLERANCE` / 100);
-    two absent spacings agree, an absent and a present one do not."""
+    """Whether two in-plane spacings agree (relative :data:`SPACING_RELATIVE_TOLERANCE` / 100).
+
+    Two absent spacings agree, an absent and a present one do not.
+    """
     if a is None or b is None:
         return a is b
     return len(a) == len(b) and all(

@@ -168,8 +168,11 @@ def _digest(path: str, limits: ReadLimits) -> tuple[str, int]:
 
 @contextlib.contextmanager
 def _local_copy(ref: FileRef, limits: ReadLimits) -> Iterator[str]:
-    """A path nibabel can load: the file itself, or a zip member streamed (with the object
-    limit) into a private temporary file that is removed afterwards."""
+    """A path nibabel can load.
+
+    The file itself, or a zip member streamed (with the object limit) into a private temporary
+    file that is removed afterwards.
+    """
     if ref.member is None:
         yield ref.path
         return
@@ -195,8 +198,11 @@ def _local_copy(ref: FileRef, limits: ReadLimits) -> Iterator[str]:
 
 @claims.scoped
 def ingest_nifti(task: NiftiTask) -> SeriesOutcome:
-    """Ingest one NIfTI image (and any ``--labels`` masks that fit it); never raises for bad
-    input: an unusable file, or any failure while ingesting it, quarantines that file."""
+    """Ingest one NIfTI image (and any ``--labels`` masks that fit it).
+
+    Never raises for bad input: an unusable file, or any failure while ingesting it,
+    quarantines that file.
+    """
     try:
         return _ingest_nifti(task)
     except ConfigError:

@@ -1,5 +1,6 @@
-"""Regularly spaced parts of a stack: how a series with missing slices or varying spacing is
-written without misplacing a slice.
+"""Regularly spaced parts of a stack.
+
+How a series with missing slices or varying spacing is written without misplacing a slice.
 
 An OME-Zarr image (and its ``atlas.affine``) places slice ``k`` at ``origin + k * step`` along
 the slice normal. A stack whose slices are not evenly spaced, because instances are missing

@@ -1,5 +1,7 @@
-"""Pixel values in real units: the Modality LUT or rescale, RT dose scaling, MONOCHROME1
-inversion and the choice of the output dtype (see :mod:`atlas.ingest.pixels`).
+"""Pixel values in real units.
+
+The Modality LUT or rescale, RT dose scaling, MONOCHROME1 inversion and the choice of the
+output dtype (see :mod:`atlas.ingest.pixels`).
 
 MONOCHROME1 is turned into MONOCHROME2 semantics in *stored* units before any rescale
 (``value' = min + max - value`` over the whole volume). The Modality LUT or *Rescale
@@ -39,8 +41,10 @@ def first_positive(*values: object) -> float | None:
 
 @dataclass(frozen=True)
 class ValueMap:
-    """Modality LUT / rescale of one slice: a data set for ``apply_modality_lut`` (``None``
-    for identity) and an extra factor (RT *Dose Grid Scaling*).
+    """Modality LUT / rescale of one slice.
+
+    A data set for ``apply_modality_lut`` (``None`` for identity) and an extra factor (RT
+    *Dose Grid Scaling*).
     """
 
     lut: Dataset | None
@@ -60,9 +64,10 @@ class ValueMap:
 
 
 def value_map(ds: Dataset, frame: int) -> ValueMap:
-    """The value map of frame ``frame`` (0-based) of ``ds``: its *Pixel Value
-    Transformation* functional group (enhanced objects), else the top-level Modality LUT or
-    Rescale Slope/Intercept; RT dose also scales by *Dose Grid Scaling*.
+    """The value map of frame ``frame`` (0-based) of ``ds``.
+
+    Its *Pixel Value Transformation* functional group (enhanced objects), else the top-level
+    Modality LUT or Rescale Slope/Intercept; RT dose also scales by *Dose Grid Scaling*.
     """
     scale = 1.0
     if str(ds.get("Modality", "")).upper() == "RTDOSE":

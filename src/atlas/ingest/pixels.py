@@ -77,8 +77,10 @@ _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 
 def check_decodable(transfer_syntax: str | None) -> None:
-    """Raise :class:`InvalidInput` ``"cannot decode transfer syntax <name>"`` when no
-    installed decoder handles ``transfer_syntax``."""
+    """Check that an installed decoder handles ``transfer_syntax``.
+
+    Raise :class:`InvalidInput` ``"cannot decode transfer syntax <name>"`` when none does.
+    """
     uid = UID(transfer_syntax or "")
     if not transfer_syntax:
         raise InvalidInput("cannot decode transfer syntax (none given)")
@@ -163,8 +165,11 @@ def _floats(value: object, n: int) -> tuple[float, ...] | None:
 def _spacing(
     value: object, name: str = "Pixel Spacing", strict: bool = True
 ) -> tuple[float, ...] | None:
-    """Two positive finite spacings, ``None`` when absent; when invalid :class:`InvalidInput`
-    (``strict``: images with patient geometry) or ``None`` (noted later, see ``_load``)."""
+    """Two positive finite spacings, ``None`` when absent.
+
+    When invalid, :class:`InvalidInput` (``strict``: images with patient geometry) or ``None``
+    (noted later, see ``_load``).
+    """
     problem = vector_problem(value, 2, name, positive=True)
     if problem is not None:
         if strict:
@@ -295,8 +300,10 @@ def _decode_error(exc: Exception, location: str) -> InvalidInput:
 
 @dataclass
 class _Target:
-    """The preallocated array frames are decoded into: ``(z, y, x)``, or ``(c, z, y, x)``
-    for colour (frames arrive as ``(y, x, c)``)."""
+    """The preallocated array frames are decoded into.
+
+    ``(z, y, x)``, or ``(c, z, y, x)`` for colour (frames arrive as ``(y, x, c)``).
+    """
 
     nz: int
     color: bool
@@ -356,8 +363,11 @@ def _decode_into(
 
 
 def decoded_bytes(instances: Sequence[InstanceInfo]) -> int:
-    """What the volume of ``instances`` decodes to, from their headers: slices x rows x
-    columns x samples x bytes per sample (palette colour: three 16-bit channels)."""
+    """What the volume of ``instances`` decodes to, in bytes, from their headers.
+
+    Slices x rows x columns x samples x bytes per sample (palette colour: three 16-bit
+    channels).
+    """
     total = 0
     for inst in instances:
         samples = inst.samples_per_pixel or 1

@@ -225,8 +225,11 @@ def _new_spool() -> Any:
 
 
 def _spool_chunks(chunks: Iterable[bytes], cap: int, too_big: str) -> IO[bytes]:
-    """Write ``chunks`` into a spooled temporary file, rewound; :class:`LimitExceeded` with the
-    message ``too_big`` as soon as more than ``cap`` bytes come (the file is closed on error)."""
+    """Write ``chunks`` into a spooled temporary file, rewound.
+
+    Raises :class:`LimitExceeded` with the message ``too_big`` as soon as more than ``cap`` bytes
+    come (the file is closed on error).
+    """
     out = _new_spool()
     try:
         total = 0
@@ -283,8 +286,10 @@ def _inflated(src: IO[bytes]) -> Iterator[bytes]:
 
 
 def inflate(src: IO[bytes], limits: ReadLimits) -> IO[bytes]:
-    """Inflate the raw deflate stream ``src`` (RFC 1951, as in the Deflated Explicit VR Little
-    Endian transfer syntax) into a seekable file, stopping at the object limit.
+    """Inflate the raw deflate stream ``src`` into a seekable file, up to the object limit.
+
+    The stream is RFC 1951, as in the Deflated Explicit VR Little Endian transfer syntax;
+    inflating stops at the object limit.
 
     Raises :class:`LimitExceeded` past the limit and :class:`InvalidInput` for a corrupt stream.
     """

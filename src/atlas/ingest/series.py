@@ -115,6 +115,7 @@ class Scrubber:
         self._pattern = re.compile("|".join(re.escape(v) for v in values)) if values else None
 
     def __call__(self, text: str) -> str:
+        """``text`` with every original identifier replaced by ``<redacted>``."""
         return self._pattern.sub("<redacted>", text) if self._pattern else text
 
 
@@ -197,8 +198,10 @@ def _load_parts(
     used_labels: set[int],
     label_problems: list[Quarantined],
 ) -> Iterator[tuple[VolumePart, list[tuple[str, LabelVolume]]]]:
-    """Load each volume, map its labels on the whole stack, then yield its evenly spaced
-    parts (:func:`~atlas.ingest.parts.regular_parts`) with their slices of the labels.
+    """Load each volume, map its labels on the whole stack, then yield its parts.
+
+    The parts are evenly spaced (:func:`~atlas.ingest.parts.regular_parts`), each with its
+    slices of the labels.
 
     Volumes that cannot be loaded are quarantined into ``out``; one volume is in memory at a
     time.

@@ -1,4 +1,4 @@
-"""Which subject (patient) each DICOM instance belongs to, and series that mix subjects.
+r"""Which subject (patient) each DICOM instance belongs to, and series that mix subjects.
 
 Every pseudonymous ``subject_id`` is :meth:`atlas.privacy.SiteKey.subject_id` of a *subject
 key*: an HMAC with the site secret (:mod:`atlas.privacy.pseudonyms`). The key of an instance is
@@ -17,7 +17,7 @@ the first of these that gives a value:
    and not a placeholder such as ``ANONYMOUS`` or ``UNKNOWN`` (:data:`PLACEHOLDER_NAMES`).
 4. ``study_uid``: Study Instance UID: every study without a better key is its own subject.
 
-Keys from 3 and 4 carry a domain prefix (``\\x00name+birth-date\\x00`` ...) that no Patient ID
+Keys from 3 and 4 carry a domain prefix (``\x00name+birth-date\x00`` ...) that no Patient ID
 can hold, so they never collide with a Patient ID. Which rule gave the key is recorded with
 the series (``subject_source``, a name, never the value).
 

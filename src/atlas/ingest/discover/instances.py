@@ -1,6 +1,8 @@
-"""Examining one object: its header read (headers only, ``stop_before_pixels``), checked for
-truncation and declared sizes, and turned into an :class:`~atlas.ingest.model.InstanceInfo`
-or a :class:`~atlas.ingest.model.Quarantined` reason.
+"""Examining one object: its header read, checked and turned into an instance or a reason.
+
+The header is read alone (``stop_before_pixels``), checked for truncation and declared sizes,
+and turned into an :class:`~atlas.ingest.model.InstanceInfo` or a
+:class:`~atlas.ingest.model.Quarantined` reason.
 
 Declared sizes are checked before anything is decoded: an image that would decode to more
 than the limit (:class:`~atlas.ingest.safe_io.ReadLimits`), or whose pixel data is far longer

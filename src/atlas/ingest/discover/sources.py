@@ -79,9 +79,11 @@ _OUTSIDE = "symbolic link points outside the sources (not followed)"
 
 
 def walk(root: Path, roots: list[str], refused: list[Quarantined]) -> Iterator[FileRef]:
-    """Every file below ``root`` in name order. Symlinks, to files and to folders alike, are
-    followed only when they resolve inside ``roots`` (others go to ``refused``); each folder
-    is visited once, so link loops end. Non-regular files are yielded: reading refuses them.
+    """Every file below ``root`` in name order.
+
+    Symlinks, to files and to folders alike, are followed only when they resolve inside
+    ``roots`` (others go to ``refused``); each folder is visited once, so link loops end.
+    Non-regular files are yielded: reading refuses them.
     """
     visited: set[str] = set()
 
@@ -124,8 +126,10 @@ def source_key(ref: FileRef) -> tuple[str, str | None]:
 
 
 def resolve_in_dir(base: str, parts: tuple[str, ...]) -> str | None:
-    """Join DICOMDIR file id ``parts`` below ``base``; ids are upper case by the standard,
-    so fall back to a case-insensitive match on case-sensitive file systems.
+    """Join DICOMDIR file id ``parts`` below ``base``.
+
+    Ids are upper case by the standard, so fall back to a case-insensitive match on
+    case-sensitive file systems.
     """
     exact = os.path.join(base, *parts)
     if os.path.isfile(exact):
@@ -157,8 +161,9 @@ _BAD_FILE_ID = "DICOMDIR references a file outside its own folder (refused)"
 
 
 def _relative_file_id(parts: tuple[str, ...]) -> bool:
-    """A File ID is relative components below the DICOMDIR (PS3.10 8.5): no ``.``/``..``,
-    separators, drive letters or NUL.
+    """Whether File ID ``parts`` are relative components below the DICOMDIR (PS3.10 8.5).
+
+    No ``.``/``..``, separators, drive letters or NUL.
     """
     return all(p not in (".", "..") and not any(c in p for c in "/\\:\x00") for p in parts)
 
@@ -170,9 +175,10 @@ def follow_dicomdir(
     zips: ZipCache,
     add: Callable[[FileRef], None],
 ) -> None:
-    """Pass each file a DICOMDIR names to ``add``; refused and missing ones go to
-    ``quarantined``. A file id is resolved only inside the DICOMDIR's own folder (or the
-    folder of its zip member).
+    """Pass each file a DICOMDIR names to ``add``.
+
+    Refused and missing ones go to ``quarantined``. A file id is resolved only inside the
+    DICOMDIR's own folder (or the folder of its zip member).
     """
     for parts in file_ids:
         if not _relative_file_id(parts):

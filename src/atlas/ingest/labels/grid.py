@@ -1,5 +1,6 @@
-"""The voxel grid of the image volume labels are drawn on, and helpers every label reader
-shares (numbers, dtypes, reading the label object).
+"""The voxel grid of the image volume labels are drawn on, and shared label helpers.
+
+The helpers every label reader shares: numbers, dtypes, reading the label object.
 """
 
 from __future__ import annotations
@@ -137,8 +138,9 @@ def label_dtype(max_value: int) -> type[np.unsignedinteger[Any]]:
 
 
 def read_label_dataset(source: Any, what: str) -> Any:
-    """A pydicom Dataset from a path or a Dataset (returned as is); unreadable files raise
-    :class:`InvalidInput` naming ``what``.
+    """A pydicom Dataset from a path or a Dataset (returned as is).
+
+    Unreadable files raise :class:`InvalidInput` naming ``what``.
     """
     import pydicom
     from pydicom.errors import InvalidDicomError

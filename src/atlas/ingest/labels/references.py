@@ -1,5 +1,6 @@
-"""The image series and instances a SEG or RTSTRUCT refers to (to find the volume it was
-drawn on before any geometry is compared).
+"""The image series and instances a SEG or RTSTRUCT refers to.
+
+They find the volume it was drawn on before any geometry is compared.
 """
 
 from __future__ import annotations

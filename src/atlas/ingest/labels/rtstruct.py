@@ -149,8 +149,10 @@ def rtstruct_to_labels(
 
 
 def _contour_values(contour: Any) -> np.ndarray | None:
-    """ContourData as float64, parsed straight from the raw bytes when pydicom has not yet
-    converted them (pydicom builds one Python object per decimal string otherwise).
+    """ContourData as float64.
+
+    Parsed straight from the raw bytes when pydicom has not yet converted them (pydicom builds
+    one Python object per decimal string otherwise).
     """
     if "ContourData" not in contour:
         return None
