@@ -59,7 +59,6 @@ FOREIGN_EXCEPTIONS = {
 BUILTIN_RAISES = {
     ("atlas.index.build", "ValueError"): 1,
     ("atlas.index.lease", "ValueError"): 3,
-    ("atlas.ingest.labels.grid", "ValueError"): 2,
 }
 BUILTINS_CHECKED = {"ValueError", "RuntimeError", "KeyError", "TypeError"}
 

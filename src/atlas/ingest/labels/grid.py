@@ -107,17 +107,23 @@ class GeometryMismatch(InvalidInput):
     """A label object that is readable but not drawn on this volume's grid."""
 
 
+def _as_positive_int(value: Any) -> int | None:
+    """``value`` as a positive integer, or ``None`` when it is empty or not one."""
+    if value is None or isinstance(value, bool) or str(value).strip() == "":
+        return None
+    number = int(value)
+    return number if number == float(value) and number >= 1 else None
+
+
 def positive_number(item: Any, keyword: str, what: str) -> int:
     """A positive integer attribute (ROI Number, Segment Number ...) or InvalidInput."""
     try:
-        value = item.get(keyword)  # pydicom converts IS values on access (may raise)
-        if value is None or isinstance(value, bool) or str(value).strip() == "":
-            raise ValueError
-        number = int(value)
-        if number != float(value) or number < 1:
-            raise ValueError
+        # pydicom converts IS values on access (may raise)
+        number = _as_positive_int(item.get(keyword))
     except (TypeError, ValueError, OverflowError):
-        raise InvalidInput(f"{what} is empty or not a positive integer") from None
+        number = None
+    if number is None:
+        raise InvalidInput(f"{what} is empty or not a positive integer")
     return number
 
 
