@@ -1,4 +1,4 @@
-"""The one functional-group lookup and the three readers that use it.
+"""The one functional-group lookup and the readers that use it.
 
 PS3.3 C.7.6.16: a functional-group macro is in the shared item or in each frame's per-frame
 item. :func:`functional_group_item` lets the frame's own item override the shared one and
@@ -22,11 +22,15 @@ pytest.importorskip("highdicom")
 from pydicom.data import get_testdata_file  # noqa: E402
 from pydicom.dataset import Dataset  # noqa: E402
 
-from atlas.dicom.functional_groups import functional_group_item, is_enhanced  # noqa: E402
+from atlas.dicom.functional_groups import (  # noqa: E402
+    functional_group_item,
+    functional_group_items,
+    is_enhanced,
+)
 from atlas.errors import InvalidInput  # noqa: E402
 from atlas.ingest.discover import discover  # noqa: E402
 from atlas.ingest.geometry import split_series  # noqa: E402
-from atlas.ingest.labels import seg_to_labels  # noqa: E402
+from atlas.ingest.labels import referenced_instance_uids, seg_to_labels  # noqa: E402
 from atlas.ingest.model import Volume  # noqa: E402
 from atlas.ingest.pixels import load_volume  # noqa: E402
 
@@ -183,3 +187,56 @@ def test_seg_placement_reads_the_frame_item() -> None:
     frame.PixelMeasuresSequence[0].PixelSpacing = [9.0, 9.0]
     with pytest.raises(InvalidInput, match="pixel spacing"):
         seg_to_labels(wrong_frame, volume)
+
+
+def test_items_of_a_macro_follow_the_same_precedence() -> None:
+    ds = Dataset()
+    shared = Dataset()
+    shared.PixelMeasuresSequence = [_measures((1.0, 1.0)), _measures((2.0, 2.0))]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    own = Dataset()
+    own.PixelMeasuresSequence = [_measures((0.5, 0.5))]
+    empty = Dataset()
+    empty.PixelMeasuresSequence = []
+    ds.PerFrameFunctionalGroupsSequence = [own, empty]
+    spacings = [
+        [float(v) for v in m.PixelSpacing]
+        for m in functional_group_items(ds, "PixelMeasuresSequence", 1)
+    ]
+    assert spacings == [[1.0, 1.0], [2.0, 2.0]]  # an empty frame item reads every shared item
+    assert len(functional_group_items(ds, "PixelMeasuresSequence", 0)) == 1
+    assert functional_group_items(ds, "PlanePositionSequence", 0) == []
+    assert functional_group_items(Dataset(), "PixelMeasuresSequence") == []
+
+
+def _shared_macro(seg: Dataset, keyword: str, frame: int = 0) -> Dataset:
+    """``seg`` with frame ``frame``'s ``keyword`` macro moved into the shared item."""
+    moved = copy.deepcopy(seg)
+    item = moved.PerFrameFunctionalGroupsSequence[frame]
+    setattr(moved.SharedFunctionalGroupsSequence[0], keyword, item[keyword].value)
+    del item[keyword]
+    return moved
+
+
+def test_referenced_instances_read_a_shared_derivation_image() -> None:
+    seg, _ = _seg_and_volume()
+    del seg.ReferencedSeriesSequence  # only the Derivation Image Sequences name instances
+    expected = referenced_instance_uids(seg)
+    source = seg.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0]
+    assert source.SourceImageSequence[0].ReferencedSOPInstanceUID in expected
+    assert referenced_instance_uids(_shared_macro(seg, "DerivationImageSequence")) == expected
+
+
+def test_seg_checks_a_shared_referenced_segment_number() -> None:
+    seg, volume = _seg_and_volume()
+    moved = seg
+    for j in range(len(seg.PerFrameFunctionalGroupsSequence)):
+        moved = _shared_macro(moved, "SegmentIdentificationSequence", j)
+    assert functional_group_item(moved, "SegmentIdentificationSequence", 0) is not None
+    np.testing.assert_array_equal(
+        seg_to_labels(copy.deepcopy(moved), volume).mask, seg_to_labels(seg, volume).mask
+    )
+    ident = moved.SharedFunctionalGroupsSequence[0].SegmentIdentificationSequence[0]
+    ident.ReferencedSegmentNumber = None
+    with pytest.raises(InvalidInput, match="frame 1: Referenced Segment Number is empty"):
+        seg_to_labels(moved, volume)

@@ -6,7 +6,8 @@ Identification*, ...). Each macro sits in the *Shared Functional Groups Sequence
 that applies to every frame) or in the frame's item of the *Per-Frame Functional Groups
 Sequence* (PS3.3 C.7.6.16: a macro is in one of the two, not both).
 
-:func:`functional_group_item` is the one lookup every reader uses. Its precedence: the
+:func:`functional_group_items` is the one lookup every reader uses (and
+:func:`functional_group_item` its first item). Its precedence: the
 frame's own item overrides the shared item. A conformant object never has a macro in both
 places; a non-conformant one that does describes *this* frame in its per-frame item, so that
 item wins (as highdicom applies value transformations: the per-frame item is read after, and
@@ -24,6 +25,7 @@ __all__ = [
     "PER_FRAME",
     "SHARED",
     "functional_group_item",
+    "functional_group_items",
     "is_enhanced",
 ]
 
@@ -49,11 +51,41 @@ def is_enhanced(ds: Dataset) -> bool:
     return PER_FRAME in ds or SHARED in ds
 
 
-def _first_item(groups: Any, sequence: str) -> Dataset | None:
+def _items(groups: Any, sequence: str) -> list[Dataset]:
     if groups is None:
-        return None
+        return []
     inner = groups.get(sequence)
-    return inner[0] if inner else None
+    return list(inner) if inner else []
+
+
+def functional_group_items(ds: Dataset, sequence: str, frame: int = 0) -> list[Dataset]:
+    """The items of functional-group macro ``sequence`` that apply to ``frame``.
+
+    Most macros hold one item; some (e.g. *Derivation Image*) may hold several.
+
+    Parameters
+    ----------
+    ds : pydicom.dataset.Dataset
+        An enhanced DICOM object (a highdicom object, which is a Dataset, works too).
+    sequence : str
+        Keyword of the macro's sequence, e.g. ``"DerivationImageSequence"``.
+    frame : int, optional
+        0-based frame index (default the first frame).
+
+    Returns
+    -------
+    list of pydicom.dataset.Dataset
+        The items of ``sequence`` in the frame's per-frame functional groups when it is there
+        and not empty, else its items in the shared functional groups, else an empty list. A
+        frame index beyond the per-frame items reads the shared item only.
+    """
+    per = ds.get(PER_FRAME)
+    if per is not None and 0 <= frame < len(per):
+        items = _items(per[frame], sequence)
+        if items:
+            return items
+    shared = ds.get(SHARED)
+    return _items(shared[0], sequence) if shared else []
 
 
 def functional_group_item(ds: Dataset, sequence: str, frame: int = 0) -> Dataset | None:
@@ -71,14 +103,10 @@ def functional_group_item(ds: Dataset, sequence: str, frame: int = 0) -> Dataset
     Returns
     -------
     pydicom.dataset.Dataset or None
-        The first item of ``sequence`` in the frame's per-frame functional groups when it is
-        there and not empty, else the first item in the shared functional groups, else
-        ``None``. A frame index beyond the per-frame items reads the shared item only.
+        The first item of :func:`functional_group_items`: the first item of ``sequence`` in
+        the frame's per-frame functional groups when it is there and not empty, else the first
+        item in the shared functional groups, else ``None``. A frame index beyond the
+        per-frame items reads the shared item only.
     """
-    per = ds.get(PER_FRAME)
-    if per is not None and 0 <= frame < len(per):
-        item = _first_item(per[frame], sequence)
-        if item is not None:
-            return item
-    shared = ds.get(SHARED)
-    return _first_item(shared[0], sequence) if shared else None
+    items = functional_group_items(ds, sequence, frame)
+    return items[0] if items else None

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from atlas.dicom.functional_groups import PER_FRAME
+from atlas.dicom.functional_groups import PER_FRAME, functional_group_items
 from atlas.ingest.labels.grid import read_label_dataset
 
 __all__ = ["referenced_instance_uids", "referenced_series_uids"]
@@ -44,8 +44,10 @@ def referenced_instance_uids(ds: Any) -> set[str]:
     """SOP Instance UIDs of the images a SEG or RTSTRUCT was drawn on (path or Dataset).
 
     SEG: ``ReferencedInstanceSequence`` items of its referenced series, and each frame's
-    ``DerivationImageSequence`` → ``SourceImageSequence``. RTSTRUCT: the
-    ``ContourImageSequence`` items of the referenced series and of every contour.
+    ``DerivationImageSequence`` → ``SourceImageSequence`` (in the frame's functional groups
+    or the shared ones, see :func:`~atlas.dicom.functional_groups.functional_group_items`).
+    RTSTRUCT: the ``ContourImageSequence`` items of the referenced series and of every
+    contour.
     """
     ds = read_label_dataset(ds, "label")
     out: set[str] = set()
@@ -61,8 +63,9 @@ def referenced_instance_uids(ds: Any) -> set[str]:
     for study in ds.get("StudiesContainingOtherReferencedInstancesSequence", []):
         for series in study.get("ReferencedSeriesSequence", []):
             add(series.get("ReferencedInstanceSequence", []))
-    for frame in ds.get(PER_FRAME, []):
-        for der in frame.get("DerivationImageSequence", []):
+    # each frame's Derivation Image, from its per-frame item or else the shared one
+    for frame in range(max(len(ds.get(PER_FRAME) or []), 1)):
+        for der in functional_group_items(ds, "DerivationImageSequence", frame):
             add(der.get("SourceImageSequence", []))
     for ref_for in ds.get("ReferencedFrameOfReferenceSequence", []):
         for study in ref_for.get("RTReferencedStudySequence", []):

@@ -5,8 +5,8 @@ lie on the volume's grid (same orientation, rows, columns and pixel spacing). Fr
 plane position are matched through the source image they were derived from. Label value =
 segment number; where segments overlap the later (higher-numbered) segment wins; FRACTIONAL
 segments are thresholded at half their maximum value. Functional groups are read through
-:func:`atlas.dicom.functional_groups.functional_group_item` (the frame's item overrides the
-shared one).
+:func:`atlas.dicom.functional_groups.functional_group_items` (the frame's item overrides the
+shared one; a frame without its own reads the shared one).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from atlas.dicom.functional_groups import PER_FRAME, functional_group_item
+from atlas.dicom.functional_groups import PER_FRAME, functional_group_item, functional_group_items
 from atlas.errors import InvalidInput
 from atlas.ingest.labels.grid import (
     Grid,
@@ -69,9 +69,9 @@ def _load_seg(source: Any) -> Any:
     ts = meta.get("TransferSyntaxUID") if meta is not None else None
     for j, item in enumerate(ds.get("SegmentSequence") or [], start=1):
         positive_number(item, "SegmentNumber", f"SEG segment {j}: Segment Number")
-    for j, frame in enumerate(ds.get(PER_FRAME) or [], start=1):
-        for ident in frame.get("SegmentIdentificationSequence") or []:
-            where = f"SEG frame {j}: Referenced Segment Number"
+    for j in range(max(len(ds.get(PER_FRAME) or []), 1)):
+        for ident in functional_group_items(ds, "SegmentIdentificationSequence", j):
+            where = f"SEG frame {j + 1}: Referenced Segment Number"
             positive_number(ident, "ReferencedSegmentNumber", where)
     if ts is not None and not ts.is_little_endian:
         ds = _little_endian_copy(ds)
@@ -163,7 +163,6 @@ def seg_to_labels(
 
     placements: list[tuple[int, int, int]] = []  # (segment number, frame number, slice)
     for i in range(n_frames):
-        item = per_frame[i] if per_frame else None
         seg_number = 0
         ident = functional_group_item(hseg, "SegmentIdentificationSequence", i)
         if ident is not None:
@@ -174,7 +173,7 @@ def seg_to_labels(
             )
         elif seg_type != "LABELMAP":
             raise InvalidInput(f"SEG frame {i + 1} names no segment")
-        k = _seg_frame_slice(hseg, item, i, grid, frame_index, slice_tolerance, inplane_tolerance)
+        k = _seg_frame_slice(hseg, i, grid, frame_index, slice_tolerance, inplane_tolerance)
         placements.append((seg_number, i + 1, k))
 
     # later segments win: paint in ascending segment number, frames in file order
@@ -208,7 +207,6 @@ def seg_to_labels(
 
 def _seg_frame_slice(
     seg: Any,
-    item: Any | None,
     i: int,
     grid: Grid,
     frame_index: dict[tuple[str, int], int],
@@ -257,7 +255,7 @@ def _seg_frame_slice(
             )
         return k
     # no plane position: the image it was derived from
-    for der in (item or {}).get("DerivationImageSequence", []):
+    for der in functional_group_items(seg, "DerivationImageSequence", i):
         for src in der.get("SourceImageSequence", []):
             uid = str(src.get("ReferencedSOPInstanceUID", ""))
             raw = src.get("ReferencedFrameNumber")
