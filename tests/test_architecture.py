@@ -48,7 +48,10 @@ PRIVATE_IMPORTS: set[tuple[str, str]] = {
     ("atlas.testing.synthetic.study", "atlas.testing.phantom._slab"),
 }
 
-#: Exception classes that do not derive from AtlasError yet: moved or fixed under issue 8.
+#: Exception classes that do not derive from AtlasError. ``RequestDeadline`` on purpose: s3fs
+#: and aiobotocore must see a built-in ``TimeoutError`` inside a request, and the storage layer
+#: always translates it into ``StoreUnavailable`` (an AtlasError would pass through untranslated,
+#: without the site and endpoint in its message); it never escapes a public call.
 FOREIGN_EXCEPTIONS = {
     "atlas.storage.s3session.RequestDeadline",
     "atlas.testing.seaweed.process._BindConflict",

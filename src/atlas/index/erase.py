@@ -314,8 +314,10 @@ def verify_erased(store: Store, subject_id: str, workdir: str | None = None) -> 
 
 
 def _indexed(store: Store, subject_id: str, listing: list[str], workdir: str | None) -> bool:
-    """Whether any index object holds the subject: its shard of the current version first
-    (one object per table), else a scan of everything (e.g. only an unpublished build has it).
+    """Whether any index object holds the subject.
+
+    Its shard of the current version first (one object per table), else a scan of everything
+    (e.g. only an unpublished build has it).
     """
     pointer, _ = read_current(store)
     if pointer is not None:
@@ -329,8 +331,10 @@ def _indexed(store: Store, subject_id: str, listing: list[str], workdir: str | N
 
 
 def _unfinished(events: list[dict[str, Any]], fps: tuple[str, ...]) -> bool:
-    """Whether the audit log has an erasure of the subject (named by any of ``fps``, keyed or
-    legacy) that started and never finished."""
+    """Whether the audit log has an erasure of the subject that started and never finished.
+
+    The subject is named by any of ``fps`` (keyed or legacy fingerprints).
+    """
     state = False
     for event in events:
         if event.get("subject") in fps:
@@ -419,8 +423,11 @@ def _erase(
     t0: float,
     lock: Lease,
 ) -> ErasureReport:
-    """Steps 1-7, under the site's erasure lock (``present``: something of the subject is
-    stored; otherwise this completes an erasure that only missed its audit record)."""
+    """Steps 1-7, under the site's erasure lock.
+
+    ``present``: something of the subject is stored; otherwise this completes an erasure that
+    only missed its audit record.
+    """
     fp = report.fingerprint
     if present:
         audit.record(store, "erase-start", subject=fp)

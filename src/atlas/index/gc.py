@@ -59,7 +59,7 @@ class GcReport:
 
 
 def folders(store: Store) -> dict[str, list[str]]:
-    """version → every object key in its folder."""
+    """Map each version to every object key in its folder."""
     out: dict[str, list[str]] = {}
     for key in store.list(f"{layout.INDEX_PREFIX}/versions/"):
         parts = key.split("/")

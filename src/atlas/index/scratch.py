@@ -36,15 +36,17 @@ def in_store(store: Store) -> bool:
 
 
 def local_root(store: Store, workdir: str | os.PathLike[str] | None = None) -> Path:
-    """This machine's private scratch folder for ``store`` (not created)."""
+    """The private scratch folder on this machine for ``store`` (not created)."""
     uid = getattr(os, "getuid", lambda: 0)()
     base = Path(workdir or tempfile.gettempdir()) / f"atlas-index-scratch-{uid}"
     return base / hashlib.sha256(store.url.encode()).hexdigest()[:16]
 
 
 def _check_private(path: Path, top: Path) -> None:
-    """Raise :class:`Forbidden` unless ``path`` and its parents up to ``top`` that exist are
-    folders of this user that no one else may read or write.
+    """Raise :class:`Forbidden` unless ``path`` and its existing parents are private folders.
+
+    Private: ``path`` and its parents up to ``top`` that exist are folders of this user that no
+    one else may read or write.
 
     The base name is predictable, so in a shared temporary folder someone else may have made
     it first (world-writable, or a symbolic link elsewhere) to read or swap the rows.
@@ -78,8 +80,10 @@ def _check_private(path: Path, top: Path) -> None:
 
 
 def _private_dirs(path: Path, top: Path) -> None:
-    """Create ``path`` and its missing parents, each readable by its owner only (the existing
-    ones up to ``top`` checked first, see :func:`_check_private`)."""
+    """Create ``path`` and its missing parents, each readable by its owner only.
+
+    The existing ones up to ``top`` are checked first, see :func:`_check_private`.
+    """
     _check_private(path, top)
     missing = []
     p = path

@@ -218,7 +218,7 @@ class Store:
         return self.backend.kvstore_spec(self.location.child(path) if path else self.location)
 
     def tensorstore_context(self) -> Any:
-        """This store's own tensorstore ``Context``.
+        """The store's own tensorstore ``Context``.
 
         tensorstore caches S3 credentials per context; one context per store keeps two sites
         with different keys apart inside one process.
@@ -336,16 +336,21 @@ class Store:
         :class:`RetryPolicy`. Injected faults fire before the request, so they never leave
         the outcome in doubt.
 
-        Raises:
-            InvalidInput: ``key`` is not a clean relative key (empty, leading/trailing ``/``,
-                empty, ``.`` or ``..`` parts), ``data`` is not bytes, or a file is in the way
-                of the key's directory.
-            Forbidden: the credentials or permissions do not allow writing.
-            NotFound: the bucket does not exist. (SeaweedFS creates a missing bucket on upload
-                for admin identities unless started with ``-s3.autoCreateBucket=false``.)
-            StoreUnavailable: the store is unreachable, answered 5xx or kept answering 409
-                (after the handle's retry policy), or an injected fault
-                (:class:`~atlas.errors.InjectedFault`) was not retried away.
+        Raises
+        ------
+        InvalidInput
+            ``key`` is not a clean relative key (empty, leading/trailing ``/``,
+            empty, ``.`` or ``..`` parts), ``data`` is not bytes, or a file is in the way
+            of the key's directory.
+        Forbidden
+            the credentials or permissions do not allow writing.
+        NotFound
+            the bucket does not exist. (SeaweedFS creates a missing bucket on upload
+            for admin identities unless started with ``-s3.autoCreateBucket=false``.)
+        StoreUnavailable
+            the store is unreachable, answered 5xx or kept answering 409
+            (after the handle's retry policy), or an injected fault
+            (:class:`~atlas.errors.InjectedFault`) was not retried away.
         """
         return self._put(key, data, None)
 
@@ -358,9 +363,12 @@ class Store:
         apart two states with identical bytes (A → B → A), which is harmless for
         compare-and-swap: the swap replaces exactly the bytes the caller read.
 
-        Raises:
-            NotFound: there is no object at ``key`` (or no such bucket).
-            InvalidInput, Forbidden, StoreUnavailable: as for :meth:`put_if_absent`.
+        Raises
+        ------
+        NotFound
+            there is no object at ``key`` (or no such bucket).
+        InvalidInput, Forbidden, StoreUnavailable
+            as for :meth:`put_if_absent`.
         """
         key = self._conditional_key(key)
         found = self._hooked("get", key, lambda: self.backend.read_versioned(key))
@@ -389,12 +397,15 @@ class Store:
           request arrives, the call returns ``False`` although its write was applied (and
           then superseded by a writer that read it).
 
-        Raises:
-            InvalidInput: a bad ``key`` or a ``version`` that is not a string or ``None``.
-            Forbidden, NotFound, StoreUnavailable: as for :meth:`put_if_absent`;
-                :class:`StoreUnavailable` also when a local lock stays busy for a minute.
-                (SeaweedFS checks ``If-Match`` before the bucket, so a missing bucket gives
-                ``False`` there; AWS answers ``NoSuchBucket`` → :class:`NotFound`.)
+        Raises
+        ------
+        InvalidInput
+            a bad ``key`` or a ``version`` that is not a string or ``None``.
+        Forbidden, NotFound, StoreUnavailable
+            as for :meth:`put_if_absent`;
+            :class:`StoreUnavailable` also when a local lock stays busy for a minute.
+            (SeaweedFS checks ``If-Match`` before the bucket, so a missing bucket gives
+            ``False`` there; AWS answers ``NoSuchBucket`` → :class:`NotFound`.)
         """
         if version is None:
             return self.put_if_absent(key, data)

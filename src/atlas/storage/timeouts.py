@@ -162,7 +162,7 @@ def deadline_error(
 
 
 def s3_config_kwargs(timeouts: Timeouts) -> dict[str, Any]:
-    """botocore ``Config`` options (via s3fs ``config_kwargs``) for these timeouts."""
+    """The botocore ``Config`` options (via s3fs ``config_kwargs``) for these timeouts."""
     return {
         "connect_timeout": timeouts.connect,
         "read_timeout": timeouts.read,
@@ -171,7 +171,7 @@ def s3_config_kwargs(timeouts: Timeouts) -> dict[str, Any]:
 
 
 def tensorstore_context_spec(timeouts: Timeouts) -> dict[str, Any]:
-    """tensorstore ``Context`` resources bounding S3 retries by these timeouts."""
+    """The tensorstore ``Context`` resources bounding S3 retries by these timeouts."""
     return {
         "s3_request_retries": {
             "max_retries": timeouts.client_attempts,

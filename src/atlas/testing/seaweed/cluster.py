@@ -1,5 +1,7 @@
-"""A multi-process SeaweedFS cluster on loopback: master, two replicating volume servers,
-filer and S3 gateway, each its own process."""
+"""A multi-process SeaweedFS cluster on loopback.
+
+Master, two replicating volume servers, filer and S3 gateway, each its own process.
+"""
 
 from __future__ import annotations
 
@@ -68,8 +70,10 @@ class SeaweedCluster(_SeaweedBase):
     def kill_volume(self, i: int) -> None:
         """SIGKILL volume server ``i`` (0 or 1) and wait until it is gone.
 
-        Raises:
-            InvalidInput: there is no running volume server ``i``.
+        Raises
+        ------
+        InvalidInput
+            there is no running volume server ``i``.
         """
         if not 0 <= i < len(self._volumes) or self._volumes[i].popen is None:
             raise InvalidInput(f"no volume server {i} in cluster {self.name!r}")
@@ -80,12 +84,16 @@ class SeaweedCluster(_SeaweedBase):
         _remove_stale_sockets([self.ports[f"volume{i}"]])
 
     def restart_volume(self, i: int, timeout: float = 30.0) -> None:
-        """Start volume server ``i`` again (same port and data) and wait until the master
-        lists it. A no-op if it is running.
+        """Start volume server ``i`` again (same port and data).
 
-        Raises:
-            InvalidInput: there is no volume server ``i``.
-            StoreUnavailable: it did not register with the master within ``timeout`` seconds.
+        Waits until the master lists it. A no-op if it is running.
+
+        Raises
+        ------
+        InvalidInput
+            there is no volume server ``i``.
+        StoreUnavailable
+            it did not register with the master within ``timeout`` seconds.
         """
         if not 0 <= i < len(self._volumes):
             raise InvalidInput(f"no volume server {i} in cluster {self.name!r}")

@@ -51,9 +51,12 @@ def free_port_block(n: int) -> list[int]:
     take them between this call and the server's bind). A port is never handed out twice
     within one process.
 
-    Raises:
-        InvalidInput: ``n`` is not positive.
-        StoreUnavailable: not enough free ports were found.
+    Raises
+    ------
+    InvalidInput
+        ``n`` is not positive.
+    StoreUnavailable
+        not enough free ports were found.
     """
     if n <= 0:
         raise InvalidInput(f"free_port_block needs a positive count, got {n}")

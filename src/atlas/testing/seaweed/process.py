@@ -99,8 +99,11 @@ def _terminate(procs: list[tuple[subprocess.Popen[bytes], float]], hard: bool) -
 
 
 def _remove_stale_sockets(ports: Iterable[int]) -> None:
-    """Remove the unix sockets weed leaves in the temp dir (``weed mini`` leaves its admin
-    and S3 gRPC sockets even after a clean stop; SIGKILL leaves all of them)."""
+    """Remove the unix sockets weed leaves in the temp dir.
+
+    ``weed mini`` leaves its admin and S3 gRPC sockets even after a clean stop; SIGKILL leaves
+    all of them.
+    """
     tmp = Path(tempfile.gettempdir())
     for port in ports:
         for candidate in (port, port + GRPC_PORT_OFFSET):
