@@ -39,8 +39,8 @@ MAX_LINES = 600
 #: Modules still over MAX_LINES (none left after issue 8).
 LONG_MODULES: set[str] = set()
 
-#: Packages without ``__all__`` in their ``__init__``: restructured under issue 8.
-PACKAGES_WITHOUT_ALL = {"atlas.testing"}
+#: Packages without ``__all__`` in their ``__init__`` (none left: keep it empty).
+PACKAGES_WITHOUT_ALL: set[str] = set()
 
 #: Private names imported from another package: ``(importer, "module.name")``; left by the
 #: split of atlas.testing under issue 8.
@@ -57,12 +57,8 @@ FOREIGN_EXCEPTIONS = {
     "atlas.testing.seaweed.process._BindConflict",
 }
 
-#: ``raise <built-in>`` statements left, per module and class: in modules moved or split under
-#: issue 8 (``labels.grid``: a local ``raise ValueError`` caught three lines below).
-BUILTIN_RAISES = {
-    ("atlas.index.build", "ValueError"): 1,
-    ("atlas.index.lease", "ValueError"): 3,
-}
+#: ``raise <built-in>`` statements left, per module and class (none left: keep it empty).
+BUILTIN_RAISES: dict[tuple[str, str], int] = {}
 BUILTINS_CHECKED = {"ValueError", "RuntimeError", "KeyError", "TypeError"}
 
 #: Modules ``import atlas`` must not load (each costs from 50 ms to seconds).

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from atlas.errors import CorruptData, NotFound
+from atlas.errors import CorruptData, InvalidInput, NotFound
 from atlas.index import layout, scratch
 from atlas.index.lease import DEFAULT_TTL_S, Lease, claim
 from atlas.index.publish import publish, read_current
@@ -78,7 +78,7 @@ def connect(store: Store, memory_limit: str = "2GB", threads: int | None = None)
 
 def _safe_limit(text: str) -> str:
     if not text.replace(".", "").rstrip("GBMKgbmk").isdigit():
-        raise ValueError(f"bad memory limit {text!r}")
+        raise InvalidInput(f"bad memory limit {text!r}")
     return text
 
 

@@ -428,8 +428,11 @@ class Atlas:
 
 
 def _store_failures(fn: Any, site: SiteIndex) -> Any:
-    """``fn(site)``; a query that failed because the site's store did not answer raises
-    :class:`StoreUnavailable` (DuckDB wraps the filesystem's timeout in its own error)."""
+    """Run ``fn(site)``, mapping a store that did not answer to :class:`StoreUnavailable`.
+
+    A query that failed because the site's store did not answer raises
+    :class:`StoreUnavailable` (DuckDB wraps the filesystem's timeout in its own error).
+    """
     try:
         return fn(site)
     except AtlasError:

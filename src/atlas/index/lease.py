@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from atlas.errors import AtlasError, NotFound
+from atlas.errors import AtlasError, InvalidInput, NotFound
 from atlas.index import layout
 from atlas.storage import Store
 
@@ -92,7 +92,7 @@ def read_lease(store: Store, version: str) -> tuple[LeaseState | None, str | Non
 def end_lease(store: Store, version: str, token: str, state: str) -> bool:
     """Replace the lease read at ``token`` by a final ``state``; ``False`` if it changed since."""
     if state not in FINAL_STATES:
-        raise ValueError(f"not a final lease state: {state!r}")
+        raise InvalidInput(f"not a final lease state: {state!r}")
     body = json.dumps({"state": state, "ended_unix": time.time()}).encode()
     return store.put_if_match(claim_key(version), body, token)
 
@@ -170,7 +170,7 @@ class Lease:
         if token is None or self._lost is not None:
             return False
         if state not in FINAL_STATES:
-            raise ValueError(f"not a final lease state: {state!r}")
+            raise InvalidInput(f"not a final lease state: {state!r}")
         body = json.dumps({"state": state, "ended_unix": time.time()}).encode()
         return self.store.put_if_match(self.key, body, token)
 
@@ -223,10 +223,12 @@ def existing_versions(store: Store) -> list[int]:
 
 
 def claim(store: Store, pointer: dict[str, Any] | None, ttl_s: float = DEFAULT_TTL_S) -> Lease:
-    """Reserve the next free version name with a live lease (create-if-absent), so that two
-    builds running at once never write into the same version folder."""
+    """Reserve the next free version name with a live lease (create-if-absent).
+
+    Two builds running at once so never write into the same version folder.
+    """
     if not ttl_s > 0 or ttl_s == float("inf"):
-        raise ValueError("lease ttl_s must be a finite number of seconds > 0")
+        raise InvalidInput("lease ttl_s must be a finite number of seconds > 0")
     owner = uuid.uuid4().hex
     current = int(pointer["version"][1:]) if pointer else 0
     number = max([current, *existing_versions(store)]) + 1
@@ -240,8 +242,11 @@ def claim(store: Store, pointer: dict[str, Any] | None, ttl_s: float = DEFAULT_T
 
 
 def acquire(store: Store, key: str, what: str, ttl_s: float = DEFAULT_TTL_S) -> Lease | None:
-    """Take the lock lease at ``key`` (free when absent, ended or expired); ``None`` when
-    someone else holds it live. The caller starts the heartbeat and ends it as ``released``."""
+    """Take the lock lease at ``key`` (free when absent, ended or expired).
+
+    ``None`` when someone else holds it live. The caller starts the heartbeat and ends it as
+    ``released``.
+    """
     owner = uuid.uuid4().hex
     lease = Lease(store, what, owner, ttl_s, token="", key=key)
     for _ in range(5):

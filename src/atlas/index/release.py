@@ -48,7 +48,7 @@ def create_release(stores: Mapping[str, Store], name: str, note: str = "") -> di
 
 
 def load_release(stores: Mapping[str, Store], name: str) -> dict[str, str]:
-    """site → pinned version of release ``name`` (read from each site that has it)."""
+    """Map site → pinned version of release ``name`` (read from each site that has it)."""
     key = _key(name)
     versions: dict[str, str] = {}
     found = False

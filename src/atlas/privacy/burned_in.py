@@ -1,10 +1,10 @@
-"""Which images may carry burned-in text (names, dates, ids drawn into the pixels).
+r"""Which images may carry burned-in text (names, dates, ids drawn into the pixels).
 
 De-identifying the header does nothing for text in the pixels, so such images are quarantined
 unless the operator passes ``--allow-burned-in`` after reviewing them. The rules follow RSNA
 CTP's burned-in-pixels filters as packaged by the ``deid`` library (its default recipe,
 ``deid/data/deid.dicom``), not "every derived image": reconstructions, reformats and
-projections of MR/CT (``DERIVED\\SECONDARY`` in a CT or MR Image Storage object) are scanner
+projections of MR/CT (``DERIVED\SECONDARY`` in a CT or MR Image Storage object) are scanner
 output without text and pass. In order, the first that applies is the reason:
 
 1. **Burned In Annotation (0028,0301) is YES.**
@@ -92,9 +92,12 @@ def _fold(terms: tuple[tuple[str, Any], ...], value: Any) -> bool:
 
 @dataclass(frozen=True)
 class DeviceRule:
-    """One device signature: ``lines`` of ``(operator, tests)``; the tests of a line are
-    ``(operator, test)`` pairs. Both are folded left to right (a first operator is ignored),
-    each line first, as ``deid`` evaluates a line's inner operators before the lines."""
+    """One device signature: ``lines`` of ``(operator, tests)``.
+
+    The tests of a line are ``(operator, test)`` pairs. Both are folded left to right (a first
+    operator is ignored), each line first, as ``deid`` evaluates a line's inner operators
+    before the lines.
+    """
 
     label: str
     lines: tuple[tuple[str, _Terms], ...]
@@ -105,8 +108,10 @@ class DeviceRule:
 
 
 def _values(ds: Any, keyword: str) -> list[str] | None:
-    """The values of ``keyword`` as text (``None`` when absent or not a keyword of the
-    dictionary, e.g. a misspelt one in a rule); file meta included."""
+    """The values of ``keyword`` as text, file meta included.
+
+    ``None`` when absent or not a keyword of the dictionary (e.g. a misspelt one in a rule).
+    """
     from pydicom.datadict import tag_for_keyword
 
     if tag_for_keyword(keyword) is None:
@@ -266,12 +271,12 @@ def burned_in_reason(ds: Any) -> str | None:
 
 
 def burned_in_risk(ds: Any) -> str | None:
-    """Why the pixels of ``ds`` may carry burned-in text, or ``None``.
+    r"""Why the pixels of ``ds`` may carry burned-in text, or ``None``.
 
     The rules (RSNA CTP's burned-in-pixels filters as packaged by the ``deid`` library: Burned
     In Annotation YES, known device signatures, and, unless Burned In Annotation is NO,
     Secondary Capture, ultrasound, screen saves and screen-capture devices) are those of
-    :func:`burned_in_reason`; a ``DERIVED\\SECONDARY`` MR or CT reconstruction is not a risk.
+    :func:`burned_in_reason`; a ``DERIVED\SECONDARY`` MR or CT reconstruction is not a risk.
     The reason names no original value.
     """
     return burned_in_reason(ds)

@@ -129,6 +129,7 @@ DUMMY_BY_VR: Mapping[str, str] = {
 
 
 def element_values(elem: DataElement) -> list[Any]:
+    """The values of ``elem`` as a list (empty when it has none, one item when VM is 1)."""
     value = elem.value
     if value is None or value == "":
         return []
@@ -138,6 +139,7 @@ def element_values(elem: DataElement) -> list[Any]:
 
 
 def text_of(elem: DataElement | None) -> str:
+    """The value of ``elem`` as text (``""`` when absent or empty)."""
     if elem is None or elem.value is None:
         return ""
     return str(elem.value)
@@ -171,6 +173,7 @@ def map_values(elem: DataElement, fn: Any) -> DataElement | None:
 
 
 def clean_element(elem: DataElement) -> DataElement | None:
+    """``elem`` with each text value cleaned; ``None`` when no value survives the cleaning."""
     from pydicom.dataelem import DataElement
 
     values = element_values(elem)
@@ -183,6 +186,7 @@ def clean_element(elem: DataElement) -> DataElement | None:
 
 
 def first_text(ds: Dataset, tags: Iterable[int]) -> str:
+    """The first non-blank text among ``tags`` of ``ds`` (stripped), ``""`` when none."""
     for tag in tags:
         if tag in ds:
             text = text_of(ds[tag]).strip()
@@ -192,8 +196,11 @@ def first_text(ds: Dataset, tags: Iterable[int]) -> str:
 
 
 def set_code_meaning(original: Dataset, out: Dataset) -> None:
-    """Code Meaning of a de-identified code item from the original item's code; the code
-    itself (value, scheme, version) is removed unless a public vocabulary defines its value."""
+    """Set the Code Meaning of a de-identified code item from the original item's code.
+
+    The code itself (value, scheme, version) is removed unless a public vocabulary defines its
+    value.
+    """
     from pydicom.dataelem import DataElement
 
     scheme = first_text(original, (CODING_SCHEME,))
@@ -241,6 +248,7 @@ def printable_element(elem: DataElement) -> DataElement:
 
 
 def dummy_value(vr: str) -> Any:
+    """A dummy value of the form of ``vr``; ``None`` for AT and unknown VRs (removed)."""
     if vr in DUMMY_BY_VR:
         return DUMMY_BY_VR[vr]
     if vr in ("AE", "CS", "SH", "LO", "ST", "LT", "UT", "UC", "PN"):
@@ -255,6 +263,7 @@ def dummy_value(vr: str) -> Any:
 
 
 def code_item(value: str, meaning: str) -> Dataset:
+    """A code sequence item of the DCM scheme with ``value`` and ``meaning``."""
     from pydicom import Dataset
 
     item = Dataset()

@@ -1,4 +1,4 @@
-"""Text that is safe to write and to print: no terminal control characters.
+r"""Text that is safe to write and to print: no terminal control characters.
 
 A value read from an input file (a DICOM attribute, an ROI name, a third-party error message
 that quotes one) may carry characters that act on whoever looks at it later: ESC and CSI
@@ -12,7 +12,7 @@ Two functions, for two audiences:
 - :func:`printable` **removes** them: for values Atlas stores (image and label metadata,
   staging records, the index). TAB, LF and CR survive in multi-line text only; elsewhere
   they, VT and FF become a space.
-- :func:`visible` **replaces** them with a visible escape (``\\x1b``, ``\\u202e``; C0 white
+- :func:`visible` **replaces** them with a visible escape (``\x1b``, ``\u202e``; C0 white
   space with a space): for operator-facing text (the quarantine report, CLI output), where
   the exact value may matter (a file name) but must not act on the terminal.
 
@@ -69,7 +69,7 @@ def printable(text: str, *, multiline: bool = False) -> str:
 
 
 def visible(text: str) -> str:
-    """``text`` with every control character replaced by a visible escape (``\\x1b``)."""
+    r"""``text`` with every control character replaced by a visible escape (``\x1b``)."""
     if text.isprintable():
         return text
     out = []

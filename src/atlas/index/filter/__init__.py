@@ -1,4 +1,4 @@
-"""The safe filter language of the Atlas catalog, compiled to parameterised DuckDB SQL.
+r"""The safe filter language of the Atlas catalog, compiled to parameterised DuckDB SQL.
 
 A filter is a small boolean expression over *whitelisted* catalog columns::
 
@@ -21,7 +21,7 @@ Grammar (keywords are case-insensitive, identifiers are ``[A-Za-z_][A-Za-z0-9_]*
     op         := "==" | "!=" | "<" | "<=" | ">" | ">="
     literal    := STRING | INTEGER | FLOAT | "true" | "false"
 
-Strings are single- or double-quoted, with the escapes ``\\" \\' \\\\ \\n \\t`` only.
+Strings are single- or double-quoted, with the escapes ``\" \' \\ \n \t`` only.
 Numbers may be negative and use exponents (``-1.5e-3``).
 
 Safety: no text of the user's ever becomes SQL. Column names are looked up in a

@@ -44,9 +44,11 @@ class _Identity:
         return [v for v in dict.fromkeys(out) if v not in retained]
 
     def retained(self) -> list[str]:
-        """Values PS3.15 lets the default options keep: Ethnic Group (Retain Patient
-        Characteristics) and times of day (Retain Longitudinal Temporal Information with
-        Modified Dates shifts the date, not the time)."""
+        """Values PS3.15 lets the default options keep.
+
+        Ethnic Group (Retain Patient Characteristics) and times of day (Retain Longitudinal
+        Temporal Information with Modified Dates shifts the date, not the time).
+        """
         times = [v for k, v in self.times.items() if k != "PatientBirthTime"]
         return [self.values["EthnicGroup"], *times]
 
