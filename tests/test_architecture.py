@@ -42,11 +42,9 @@ LONG_MODULES: set[str] = set()
 #: Packages without ``__all__`` in their ``__init__`` (none left: keep it empty).
 PACKAGES_WITHOUT_ALL: set[str] = set()
 
-#: Private names imported from another package: ``(importer, "module.name")``; left by the
-#: split of atlas.testing under issue 8.
-PRIVATE_IMPORTS: set[tuple[str, str]] = {
-    ("atlas.testing.synthetic.study", "atlas.testing.phantom._slab"),
-}
+#: Private names imported from another package: ``(importer, "module.name")`` (none left:
+#: keep it empty).
+PRIVATE_IMPORTS: set[tuple[str, str]] = set()
 
 #: Exception classes that do not derive from AtlasError. ``RequestDeadline`` on purpose: s3fs
 #: and aiobotocore must see a built-in ``TimeoutError`` inside a request, and the storage layer

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+__all__ = ["LABEL_COLORS", "LABEL_NAMES", "Phantom", "make_phantom", "phantom_slab"]
+
 LABEL_NAMES = {1: "liver", 2: "liver tumour", 3: "lung"}
 LABEL_COLORS = {1: (165, 80, 40, 255), 2: (255, 40, 40, 255), 3: (80, 160, 255, 255)}
 
@@ -28,7 +30,7 @@ class Phantom:
     tumours: tuple[tuple[float, float, float, float], ...]
 
 
-def _slab(
+def phantom_slab(
     z0: int,
     z1: int,
     shape: tuple[int, int, int],
@@ -36,6 +38,28 @@ def _slab(
     seed: int,
     want: str,
 ) -> np.ndarray:
+    """Slices ``z0:z1`` of a phantom's image or labels, computed in memory.
+
+    Parameters
+    ----------
+    z0, z1
+        The first slice and one past the last, along z.
+    shape
+        The whole phantom's shape (z, y, x): the anatomy is placed relative to it.
+    tumours
+        The tumour spheres ``(z, y, x, radius)``, centres as fractions of ``shape``, radius
+        in voxels (as in :attr:`Phantom.tumours`).
+    seed
+        The phantom's seed: the noise of a slab depends only on it and ``z0``.
+    want
+        ``"image"`` (int16 HU with noise) or ``"labels"`` (uint8: 1 liver, 2 liver tumour,
+        3 lung).
+
+    Returns
+    -------
+    numpy.ndarray
+        The slab, shape ``(z1 - z0, y, x)``; the same for the same arguments.
+    """
     nz, ny, nx = shape
     z = (np.arange(z0, z1, dtype=np.float32)[:, None, None] + 0.5) / nz
     y = (np.arange(ny, dtype=np.float32)[None, :, None] + 0.5) / ny
@@ -107,7 +131,7 @@ def make_phantom(
     def build(want: str, dtype: type) -> Any:
         parts = [
             da.from_delayed(
-                delayed(_slab)(z0, min(nz, z0 + slab), shape, tumours, seed, want),
+                delayed(phantom_slab)(z0, min(nz, z0 + slab), shape, tumours, seed, want),
                 shape=(min(nz, z0 + slab) - z0, ny, nx),
                 dtype=dtype,
             )

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from atlas.errors import InvalidInput
-from atlas.testing.phantom import _slab, make_phantom
+from atlas.testing.phantom import make_phantom, phantom_slab
 from atlas.testing.synthetic.ct import (
     _check_transfer_syntax,
     _ct_header,
@@ -145,8 +145,8 @@ def make_study(
     # the phantom's z index 0 is superior (lungs); sorted slice k = phantom slice nz-1-k
     for p0 in range(0, nz, _SLAB):
         p1 = min(nz, p0 + _SLAB)
-        img = _slab(p0, p1, (nz, ny, nx), phantom.tumours, seed, "image")
-        lab = _slab(p0, p1, (nz, ny, nx), phantom.tumours, seed, "labels")
+        img = phantom_slab(p0, p1, (nz, ny, nx), phantom.tumours, seed, "image")
+        lab = phantom_slab(p0, p1, (nz, ny, nx), phantom.tumours, seed, "labels")
         lab[lab == 3] = 0
         for p in range(p0, p1):
             k = nz - 1 - p
