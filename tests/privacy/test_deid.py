@@ -46,6 +46,7 @@ from atlas.privacy import (  # noqa: E402
     clean_text,
     header_json,
 )
+from atlas.privacy.dates import shift_value  # noqa: E402
 
 KEY = b"test-site-secret-0123456789"
 OTHER_KEY = b"another-site-secret-9876543210"
@@ -389,7 +390,7 @@ def test_every_table_attribute_with_all_options():
                 assert str(elem.value) == str(orig.value), name
             kept += 1
         elif vr in ("DA", "DT") and tag not in (BIRTH_DATE, GPS_TIME_STAMP):
-            assert elem is not None and elem.value == d.shift_date(orig.value, pid), name
+            assert elem is not None and elem.value == _shifted(d, orig.value, pid), name
             assert CANARY_DATE not in elem.value
             datetime.strptime(elem.value[:8], "%Y%m%d")  # still a valid date
             shifted += 1
@@ -400,7 +401,7 @@ def test_every_table_attribute_with_all_options():
             # cleaned (code) sequences and X/Z/U* sequences are kept, the table applied inside
             assert _uids_mapped(elem, orig, d), name
             assert elem.value[0].PersonName == "ANONYMIZED", name
-            assert elem.value[0].StudyDate == d.shift_date(CANARY_DATE, pid), name
+            assert elem.value[0].StudyDate == _shifted(d, CANARY_DATE, pid), name
         else:
             # cleaned text made of canaries falls back to the basic action
             _check_basic(tag, action, elem, orig, d, subject)
@@ -420,7 +421,7 @@ def test_private_tags_and_nested_sequences():
     inner = out.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0]
     assert inner.ReferencedSOPInstanceUID == d.uid(f"{CANARY_UID_ROOT}100001")
     assert inner.ReferencedSOPClassUID == CTImageStorage  # class UIDs are not mapped
-    assert inner.SeriesDate == d.shift_date(CANARY_DATE, str(ds.PatientID))
+    assert inner.SeriesDate == _shifted(d, CANARY_DATE, str(ds.PatientID))
     assert "PatientName" not in inner or inner.PatientName == ""
     assert "EvaluatorName" not in inner
     assert out.ReferencedSeriesSequence[0].SeriesInstanceUID == d.uid(f"{CANARY_UID_ROOT}100002")
@@ -469,31 +470,31 @@ def test_date_shift_is_per_subject_and_keeps_validity():
     assert all(-3650 <= s <= -365 for s in shifts)
     assert len(shifts) > 150  # really per subject
     s = d.date_shift_days("PAT-001")
-    first, second = d.shift_date("20200131", "PAT-001"), d.shift_date("20200301", "PAT-001")
+    first, second = _shifted(d, "20200131", "PAT-001"), _shifted(d, "20200301", "PAT-001")
     for value in (first, second):
         datetime.strptime(value, "%Y%m%d")
     d1, d2 = (datetime.strptime(v, "%Y%m%d") for v in (first, second))
     assert (d2 - d1).days == 30  # intervals kept
     assert (d1 - datetime(2020, 1, 31)).days == s
-    assert d.shift_date("20240229", "PAT-001") != "20240229"  # leap day stays valid
-    datetime.strptime(d.shift_date("20240229", "PAT-001"), "%Y%m%d")
-    dt = d.shift_date("20200131123456.789+0100", "PAT-001")
+    assert _shifted(d, "20240229", "PAT-001") != "20240229"  # leap day stays valid
+    datetime.strptime(_shifted(d, "20240229", "PAT-001"), "%Y%m%d")
+    dt = _shifted(d, "20200131123456.789+0100", "PAT-001")
     assert dt == first + "123456.789+0100"  # time of day and UTC offset kept
-    assert d.shift_date("2020.01.31", "PAT-001") == first  # ACR-NEMA form
-    assert len(d.shift_date("2020", "PAT-001")) == 4
-    assert len(d.shift_date("202001", "PAT-001")) == 6
+    assert _shifted(d, "2020.01.31", "PAT-001") == first  # ACR-NEMA form
+    assert len(_shifted(d, "2020", "PAT-001")) == 4
+    assert len(_shifted(d, "202001", "PAT-001")) == 6
     for bad in ("20201341", "2020-01-31", "hello", "2020013", "20200131xyz"):
         with pytest.raises(InvalidInput) as err:
-            d.shift_date(bad, "PAT-001")
+            _shifted(d, bad, "PAT-001")
         assert bad not in str(err.value)
     # two instances of one subject share the offset; another subject gets its own
     one, two = _small_ct(), _small_ct()
     two.SOPInstanceUID = "1.2.826.0.1.3680043.8.498.99"
     o1, o2 = d.deidentify(one), d.deidentify(two)
-    assert o1.StudyDate == o2.StudyDate == d.shift_date("20200131", "PAT-001")
+    assert o1.StudyDate == o2.StudyDate == _shifted(d, "20200131", "PAT-001")
     three = _small_ct()
     three.PatientID = "PAT-002"
-    assert d.deidentify(three).StudyDate == d.shift_date("20200131", "PAT-002")
+    assert d.deidentify(three).StudyDate == _shifted(d, "20200131", "PAT-002")
 
 
 def test_uid_references_stay_consistent_across_objects():
@@ -580,9 +581,9 @@ def test_modified_dates_option():
     ds = _small_ct()
     on = Deidentifier(KEY).deidentify(ds)
     off = Deidentifier(KEY, retain_dates=False).deidentify(ds)
-    assert on.StudyDate == Deidentifier(KEY).shift_date("20200131", "PAT-001")
+    assert on.StudyDate == _shifted(Deidentifier(KEY), "20200131", "PAT-001")
     assert on.StudyTime == "101500"  # time of day kept
-    assert on.AcquisitionDate == Deidentifier(KEY).shift_date("20200131", "PAT-001")
+    assert on.AcquisitionDate == _shifted(Deidentifier(KEY), "20200131", "PAT-001")
     assert on.PatientBirthDate == ""
     assert off.StudyDate == "" and off.StudyTime == ""  # Z
     assert "AcquisitionDate" not in off  # X/Z
@@ -823,6 +824,11 @@ def test_rtstruct_references_follow_the_mapped_series():
 
 # ---------------------------------------------------------------------------------------------
 # Helpers.
+
+
+def _shifted(d: Deidentifier, value: str, patient_id: str) -> str:
+    """``value`` shifted as ``d`` shifts the dates of ``patient_id`` (its site key's offset)."""
+    return shift_value(value, d.site_key.date_shift_days(patient_id))
 
 
 def _small_ct() -> Dataset:

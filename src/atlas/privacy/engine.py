@@ -190,14 +190,6 @@ class Deidentifier:
         """Days every date of ``patient_id`` moves by (:meth:`SiteKey.date_shift_days`)."""
         return self.site_key.date_shift_days(patient_id)
 
-    def shift_date(self, value: str, patient_id: str) -> str:
-        """Shift a DA (``YYYYMMDD``) or DT value by the subject's offset, keeping it valid.
-
-        The precision, the time of day and any UTC offset are kept. Raises
-        :class:`InvalidInput` (without the value) when ``value`` is not a DA/DT value.
-        """
-        return shift_value(value, self.date_shift_days(patient_id))
-
     # -- data sets ------------------------------------------------------------------------------
 
     def deidentify(self, ds: Dataset, *, patient_id: str | None = None) -> Dataset:
