@@ -52,7 +52,6 @@ PRIVATE_IMPORTS: set[tuple[str, str]] = set()
 #: without the site and endpoint in its message); it never escapes a public call.
 FOREIGN_EXCEPTIONS = {
     "atlas.storage.s3session.RequestDeadline",
-    "atlas.testing.seaweed.process._BindConflict",
 }
 
 #: ``raise <built-in>`` statements left, per module and class (none left: keep it empty).

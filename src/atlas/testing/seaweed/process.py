@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from atlas.errors import StoreUnavailable
 from atlas.testing.seaweed.ports import GRPC_PORT_OFFSET
 
 _STOP_TIMEOUT_S = 8.0  # SIGTERM grace period before SIGKILL
@@ -112,8 +113,11 @@ def _remove_stale_sockets(ports: Iterable[int]) -> None:
                     path.unlink()
 
 
-class _BindConflict(Exception):
-    """A server process exited because one of its ports was taken meanwhile (retryable)."""
+class _BindConflict(StoreUnavailable):
+    """A server process exited because one of its ports was taken meanwhile (retryable).
+
+    The start retries on other ports; should it ever escape, it is a store not available.
+    """
 
 
 def _http_get_json(url: str, timeout: float = 2.0) -> Any:
