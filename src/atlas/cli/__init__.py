@@ -6,13 +6,10 @@ runs it with Atlas's error handling (one ``error:`` line, exit code 2; internal 
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from atlas._lazy import attach
 
-__all__ = ["app", "main"]
+_EXPORTS = {"app": "atlas.cli.app", "main": "atlas.cli.app"}
 
+__all__ = sorted(_EXPORTS)
 
-def __getattr__(name: str) -> Any:
-    if name not in __all__:
-        raise AttributeError(f"module 'atlas.cli' has no attribute {name!r}")
-    return getattr(import_module("atlas.cli.app"), name)
+__getattr__, __dir__ = attach("atlas.cli", _EXPORTS, globals())

@@ -12,8 +12,7 @@ Imported lazily: ``import atlas.ingest`` loads none of the readers.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from atlas._lazy import attach
 
 _EXPORTS = {
     "IngestOptions": "atlas.ingest.series",
@@ -26,13 +25,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'atlas.ingest' has no attribute {name!r}")
-    return getattr(import_module(module), name)
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+__getattr__, __dir__ = attach("atlas.ingest", _EXPORTS, globals())
