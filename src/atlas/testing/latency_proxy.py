@@ -176,6 +176,8 @@ class ProxyServer:
         tasks = [asyncio.create_task(t()) for t in (receive, send_up, send_down)]
         try:
             await tasks[2]  # the target closed (or the client went away)
+        except asyncio.CancelledError:
+            pass  # the proxy is shutting down
         finally:
             for task in tasks:
                 task.cancel()
