@@ -12,6 +12,7 @@ same checksum.
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from typing import Any
 
 import numpy as np
@@ -128,6 +129,14 @@ def run_atlas(
     dataset = AtlasDataset(volume_table(data), _sampler(data), reader=reader, seed=seed,
                            subset=None)  # fmt: skip
     loader = dataset.loader(batch_size=batch, num_workers=workers)
+    with warnings.catch_warnings():  # more workers than cores is the point of the x4 row
+        warnings.filterwarnings("ignore", message=".*worker processes in total.*")
+        _consume(loader, sink)
+    del loader, dataset
+    reader.close()
+
+
+def _consume(loader: Any, sink: Sink) -> None:
     for item in loader:
         meta = item["meta"]
         keys = [
@@ -138,5 +147,3 @@ def run_atlas(
         sink.add(keys, [im[0] for im in images], [lab[0] for lab in labels])
         if sink.full:
             break
-    del loader, dataset
-    reader.close()

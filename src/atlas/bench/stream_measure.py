@@ -99,6 +99,7 @@ class Sink:
         self.crcs: list[int] = []
         self.first_batch_at: float | None = None
         self.batches = 0
+        self.first_batch_samples = 0
         self.started = time.perf_counter()
 
     @property
@@ -113,7 +114,8 @@ class Sink:
         labels: Iterable[np.ndarray],
     ) -> None:
         """One batch: keys, image and label patches (z, y, x; any dtype of integral values)."""
-        if self.first_batch_at is None:
+        first = self.first_batch_at is None
+        if first:
             self.first_batch_at = time.perf_counter()
         self.batches += 1
         for key, image, label in zip(keys, images, labels, strict=True):
@@ -121,6 +123,8 @@ class Sink:
                 break
             self.keys.append(tuple(int(k) for k in key))  # type: ignore[arg-type]
             self.crcs.append(patch_crc(image, label))
+        if first:
+            self.first_batch_samples = len(self.keys)
 
 
 @dataclass
@@ -130,6 +134,7 @@ class Measurement:
     samples: int
     wall_s: float
     first_batch_s: float
+    steady_rate: float  # samples/s after the first batch (startup left out)
     cpu_s: float
     peak_memory_bytes: int
     baseline_memory_bytes: int
@@ -146,13 +151,16 @@ class Measurement:
 
 
 def spearman(ranks: list[int]) -> float:
-    """Spearman correlation of output position (0..n-1) against ``ranks`` (storage positions)."""
-    if len(ranks) < 2:
-        return float("nan")
-    from scipy.stats import spearmanr
+    """Spearman correlation of output position against storage position (``ranks``).
 
-    value = spearmanr(np.arange(len(ranks)), np.asarray(ranks)).statistic
-    return float(value)
+    The same measure as the stream's own (:func:`atlas.stream.spearman`), on the permutation
+    that sorts the outputs into storage order (ties, e.g. a patch yielded twice, in output
+    order).
+    """
+    from atlas.stream import spearman as of_permutation
+
+    order = np.argsort(np.argsort(np.asarray(ranks), kind="stable"), kind="stable")
+    return of_permutation(order)
 
 
 def _cpu_seconds() -> float:
@@ -188,10 +196,13 @@ def measure(
     for key, crc in zip(sink.keys, sink.crcs, strict=True):
         digest = (digest + _pair_digest(key, crc)) % (1 << 61)
     first = (sink.first_batch_at or end) - sink.started
+    after = len(sink.keys) - sink.first_batch_samples
+    steady = after / (end - sink.first_batch_at) if sink.first_batch_at and after else 0.0
     return Measurement(
         samples=len(sink.keys),
         wall_s=end - sink.started,
         first_batch_s=first,
+        steady_rate=steady,
         cpu_s=cpu,
         peak_memory_bytes=max(memory.peak - baseline, 0),
         baseline_memory_bytes=baseline,
