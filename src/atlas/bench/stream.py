@@ -355,7 +355,10 @@ def run(
     }
     return write_report(
         out, "stream", rows, columns, title, meta,
-        PlotSpec(x="case", y=["samples/s"], ylabel="samples/s (higher is better)", log=True),
+        PlotSpec(x="case", y=["samples/s", "steady samples/s"], log=True,
+                 ylabel="samples/s (higher is better)",
+                 labels={"samples/s": "all-in (startup included)",
+                         "steady samples/s": "after the first batch"}),
         extra_plots={
             "first-batch": PlotSpec(x="case", y=["first batch s"], log=True,
                                     ylabel="time to first batch, s (lower is better)"),
