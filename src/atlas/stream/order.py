@@ -52,7 +52,7 @@ class EpochOrder:
     """
 
     block: int = 32
-    buffer: int = 4096
+    buffer: int = 1024
     shuffle: bool = True
 
     def __post_init__(self) -> None:
