@@ -124,7 +124,7 @@ def _spread(values: list[float]) -> tuple[float, float, float]:
 
 
 def shuffle_figures(
-    n: int, volume_of: np.ndarray, caches: tuple[int, ...] = (64, 1024)
+    n: int, volume_of: np.ndarray, caches: tuple[int, ...] = (64, 256, 1024)
 ) -> list[dict[str, Any]]:
     """Cost and quality of epoch orders of ``n`` samples (``volume_of``: each one's volume).
 
@@ -177,8 +177,8 @@ ORDERS = (
     ("storage order", {"shuffle": False}),
     ("buffer 4096 only", {"block": 1 << 40, "buffer": 4096}),
     ("block 8 + buffer 64", {"block": 8, "buffer": 64}),
-    ("block 16 + buffer 256", {"block": 16, "buffer": 256}),
-    ("block 32 + buffer 1024 (default)", {"block": 32, "buffer": 1024}),
+    ("block 16 + buffer 256 (default)", {"block": 16, "buffer": 256}),
+    ("block 32 + buffer 1024", {"block": 32, "buffer": 1024}),
     ("block 32 + buffer 4096", {"block": 32, "buffer": 4096}),
     ("block 128 + buffer 1024", {"block": 128, "buffer": 1024}),
     ("full random", {"block": 1, "buffer": 1}),

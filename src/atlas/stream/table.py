@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, overload
 
@@ -459,15 +460,22 @@ def plan_epochs(
         series = Query(atlas, "series", filters=query.filters)
     if where:
         series = series.where(where)
-    vols = series.aggregate(", ".join(_VOLUME_COLUMNS))
-    missing = dict(vols.missing_sites)
+    # the aggregations are independent: run them at once (each fans out over the sites)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        vols_f = pool.submit(series.aggregate, ", ".join(_VOLUME_COLUMNS))
+        notes_f = pool.submit(atlas.annotations.aggregate, _BOX_SELECT, _BOX_GROUP)
+        keys_f = (
+            pool.submit(query.aggregate, "DISTINCT site, series_id, volume")
+            if query is not None and query.table != "series"
+            else None
+        )
+        vols, notes = vols_f.result(), notes_f.result()
+        keys = keys_f.result() if keys_f is not None else None
+    missing = {**vols.missing_sites, **notes.missing_sites}
     volumes = _concat(vols.value)
-    if query is not None and query.table != "series":
-        keys = query.aggregate("DISTINCT site, series_id, volume")
+    if keys is not None:
         missing.update(keys.missing_sites)
         volumes = _semi_join(volumes, _concat(keys.value))
-    notes = atlas.annotations.aggregate(_BOX_SELECT, _BOX_GROUP)
-    missing.update(notes.missing_sites)
     if volumes is None:
         from atlas.records import schemas
 
