@@ -74,7 +74,8 @@ def _bounded_class() -> type:
             self.atlas_deadline = deadline
 
         async def set_session(self, refresh: bool = False, kwargs: Any = None) -> Any:
-            if self.session is None or (refresh and getattr(self, "_atlas_session", False)):
+            session: Any = getattr(self, "session", None)
+            if session is None or (refresh and getattr(self, "_atlas_session", False)):
                 self.session = aio_session(**self.kwargs)
                 self._atlas_session = True
                 self._session_is_owned = False  # s3fs must not replace it with a plain one
