@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from atlas.errors import InvalidInput, NotFound
+from atlas.errors import AtlasError, InvalidInput, NotFound
 from atlas.ome import LevelInfo, OmeImage, OmeLabel, open_image
 from atlas.storage import Store
 
@@ -84,6 +84,7 @@ class _ShardSource:
         self.shape = shape
         self.dtype = dtype
         self.ndim = len(shape)
+        self._array: Any = None  # the level opened with zarr-python, once per process
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_source, (self.node, self.level, self.shape, self.dtype))
@@ -93,7 +94,16 @@ class _ShardSource:
         return ("atlas-shards", node.store.url, node.path, self.level, self.shape, self.dtype.str)
 
     def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
-        return self.node.read(self.level, key)
+        if self._array is None:
+            self._array = self.node.array(self.level)
+        try:
+            return np.asarray(self._array[key])
+        except AtlasError:
+            raise
+        except Exception:
+            # a checksum or decode failure: read again through the image, which names the
+            # damaged chunk and its shard object (CorruptData), or succeeds if it was transient
+            return self.node.read(self.level, key)
 
 
 #: one Store per distinct pickled location in this process (worker side of :class:`_ShardSource`)
