@@ -11,9 +11,9 @@ import pytest
 from atlas import records
 from atlas.errors import ConfigError, CorruptData, InvalidInput, NotFound
 from atlas.index import build_index, open_atlas
-from atlas.ome import LabelSpec, Layout, write_image
+from atlas.ome import LabelSpec, Layout, open_image, write_image
 from atlas.privacy import consent
-from atlas.read.dask import ImageRef, credential_variables, refs_from_rows, to_dask
+from atlas.read import ImageRef, Reader, credential_variables, refs_from_rows, to_dask
 from atlas.storage import open_store
 
 LAYOUT = Layout(chunks=(8, 32, 32), shards=(16, 64, 64))
@@ -87,7 +87,7 @@ def test_chunks_follow_shards_and_values_match(tmp_path) -> None:
     store = open_store(tmp_path / "site", site="local")
     data = _volume((40, 72, 64), seed=1)
     mask = (data > 1000).astype(np.uint8)
-    write_image(store, "ct/a.ome.zarr", data, spacing=(1, 1, 1), layout=LAYOUT,
+    write_image(store, "ct/a.ome.zarr", data, spacing=(1, 1, 1), layout=LAYOUT, pyramid_target=32,
                 labels={"tumour": LabelSpec(mask, names={1: "tumour"})})  # fmt: skip
     refs = [ImageRef("local", "ct/a.ome.zarr"), ImageRef("local", "ct/a.ome.zarr", "tumour")]
     image, label = to_dask({"local": store}, refs)
@@ -104,6 +104,12 @@ def test_chunks_follow_shards_and_values_match(tmp_path) -> None:
     # the same image gives the same graph keys (dask can share work between arrays)
     again = to_dask({"local": store}, refs[:1])[0]
     assert again.name == image.name != label.name
+    # a reader of either engine gives the same arrays; level 1 has its own shards
+    for engine in ("zarr", "tensorstore"):
+        img, lab = to_dask(Reader({"local": store}, engine=engine), refs, level=1)
+        assert img.shape == (20, 36, 32) and img.chunks == ((16, 4), (36,), (32,))
+        np.testing.assert_array_equal(img.compute(), open_image(store, "ct/a.ome.zarr").read(1))
+        assert lab.shape == img.shape and lab.dtype == np.uint8
 
 
 @pytest.mark.s3
@@ -177,7 +183,7 @@ def test_bad_input_fails_before_any_pixel_is_read(tmp_path) -> None:
     store = open_store(tmp_path / "site", site="local")
     write_image(store, "ct/a.ome.zarr", _volume((8, 32, 32), 0), spacing=(1, 1, 1))
     stores = {"local": store}
-    with pytest.raises(NotFound, match=r"unknown site 'elsewhere'.*known sites: local"):
+    with pytest.raises(NotFound, match=r"unknown site 'elsewhere'; this reader has \['local'\]"):
         to_dask(stores, [ImageRef("elsewhere", "ct/a.ome.zarr")])
     with pytest.raises(InvalidInput, match=r"local:ct/a\.ome\.zarr has levels 0\.\.0, not 3"):
         to_dask(stores, [ImageRef("local", "ct/a.ome.zarr")], level=3)

@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
 from atlas.errors import InvalidInput
+from atlas.read import Region as Box
 from atlas.stream.aggregate import GridAggregator, importance_map
-
-
-@dataclass(frozen=True)
-class Box:
-    """A voxel box (start, exclusive stop), the shape of :class:`atlas.read.Region`."""
-
-    start: tuple[int, ...]
-    stop: tuple[int, ...]
 
 
 def _grid(shape, size, overlap):

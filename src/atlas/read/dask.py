@@ -7,13 +7,15 @@ a patch read uses: a task then costs one object GET and decodes the shard's inne
 together, and a 512 x 512 x 300 CT becomes a handful of tasks instead of hundreds (decision
 0045 measures both).
 
-The graph holds, per image, one small picklable source: the site's :class:`~atlas.storage.Store`
-(which pickles as its location — endpoint, bucket, and the *names* of the environment
-variables holding the keys, never the keys) plus the image path, level, shape and dtype. A
-worker that unpickles it opens the image on first use, reads the keys from its own
-environment (decision 0005), and keeps the opened level for the later tasks it runs. A chunk
-that fails its checksum raises :class:`~atlas.errors.CorruptData` on the worker, naming the
-image, level, inner chunk and shard object; dask re-raises it in the client.
+Each task reads its shard with a :class:`~atlas.read.Reader` (tensorstore by default, or the
+reader you pass). The graph holds, per image, one small picklable source: the reader (which
+pickles as its stores and options; a :class:`~atlas.storage.Store` pickles as its location —
+endpoint, bucket, and the *names* of the environment variables holding the keys, never the
+keys) plus the :class:`~atlas.read.ImageRef`, level, shape and dtype. A worker that unpickles
+it keeps one reader per distinct set of stores and options, opens each image on first use,
+and reads the keys from its own environment (decision 0005). A chunk that fails its checksum
+raises :class:`~atlas.errors.CorruptData` on the worker, naming the image, level, inner chunk
+and shard object; dask re-raises it in the client.
 """
 
 from __future__ import annotations
@@ -22,143 +24,82 @@ import pickle
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from atlas.errors import AtlasError, InvalidInput, NotFound
-from atlas.ome import LevelInfo, OmeImage, OmeLabel, open_image
+from atlas.errors import InvalidInput
+from atlas.read.reader import Reader
+from atlas.read.request import ImageRef, ReadRequest, Region
 from atlas.storage import Store
 
-__all__ = ["ImageRef", "credential_variables", "refs_from_rows", "to_dask"]
+__all__ = ["credential_variables", "refs_from_rows", "to_dask"]
 
 #: most images whose metadata :func:`to_dask` opens at once (each open is a few small GETs)
 _OPEN_CONCURRENCY = 16
 
 
-@dataclass(frozen=True)
-class ImageRef:
-    """One image, or one of its label images, on one site.
-
-    Parameters
-    ----------
-    site
-        Key into the ``stores`` mapping.
-    path
-        The image's path in that store, e.g. ``"liver-ct/<subject>/<series>.ome.zarr"``.
-    label
-        Name of a label image under ``<path>/labels/``, or ``None`` for the image itself.
-    """
-
-    site: str
-    path: str
-    label: str | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("site", "path"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value.strip("/"):
-                raise InvalidInput(f"ImageRef.{name} must be a non-empty string, got {value!r}")
-        object.__setattr__(self, "path", self.path.strip("/"))
-
-    def __str__(self) -> str:
-        label = f" label {self.label!r}" if self.label else ""
-        return f"{self.site}:{self.path}{label}"
-
-
 class _ShardSource:
     """One level of one image as a sliceable, picklable object for ``dask.array.from_array``.
 
-    Pickles as the opened image's metadata (its :class:`~atlas.storage.Store` pickles as its
-    location, without keys) plus the level, shape and dtype. Unpickled in a worker, the store
-    is swapped for the one handle that process keeps per location (:func:`_shared_store`), so
-    its S3 clients are built once per worker, not once per image.
+    Pickles as ``(reader, ref, level, shape, dtype)``; unpickled in a worker, the reader is
+    swapped for the one that process keeps for the same stores and options
+    (:func:`_shared_reader`), so its metadata and clients are built once per worker, not once
+    per image.
     """
 
     def __init__(
-        self, node: OmeImage | OmeLabel, level: int, shape: tuple[int, ...], dtype: np.dtype[Any]
+        self, reader: Reader, ref: ImageRef, level: int, shape: tuple[int, ...], dtype: Any
     ) -> None:
-        self.node = node
+        self.reader = reader
+        self.ref = ref
         self.level = level
         self.shape = shape
-        self.dtype = dtype
+        self.dtype = np.dtype(dtype)
         self.ndim = len(shape)
-        self._array: Any = None  # the level opened with zarr-python, once per process
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_source, (self.node, self.level, self.shape, self.dtype))
+        return (_rebuild_source, (self.reader, self.ref, self.level, self.shape, self.dtype))
 
     def __dask_tokenize__(self) -> Any:
-        node = self.node
-        return ("atlas-shards", node.store.url, node.path, self.level, self.shape, self.dtype.str)
+        url = self.reader.store(self.ref.site).url
+        return ("atlas-shards", url, str(self.ref), self.level, self.shape, self.dtype.str)
 
     def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
-        if self._array is None:
-            self._array = self.node.array(self.level)
-        try:
-            return np.asarray(self._array[key])
-        except AtlasError:
-            raise
-        except Exception:
-            # a checksum or decode failure: read again through the image, which names the
-            # damaged chunk and its shard object (CorruptData), or succeeds if it was transient
-            return self.node.read(self.level, key)
+        bounds = [k.indices(n) for k, n in zip(key, self.shape, strict=True)]
+        region = Region(tuple(b[0] for b in bounds), tuple(b[1] for b in bounds))
+        return self.reader.read(ReadRequest(self.ref, region, self.level)).data
 
 
-#: one Store per distinct pickled location in this process (worker side of :class:`_ShardSource`)
-_STORES: dict[bytes, Store] = {}
-_STORES_LOCK = threading.Lock()
+#: one Reader per distinct pickled (stores, options) in this process (the worker side)
+_READERS: dict[bytes, Reader] = {}
+_READERS_LOCK = threading.Lock()
 
 
-def _shared_store(store: Store) -> Store:
-    """The handle this process keeps for ``store``'s location and options (first one seen)."""
-    key = pickle.dumps(store)  # the location, retry, latency and fault settings; no keys
-    with _STORES_LOCK:
-        return _STORES.setdefault(key, store)
+def _shared_reader(reader: Reader) -> Reader:
+    """The reader this process keeps for ``reader``'s stores and options (first one seen)."""
+    key = pickle.dumps(reader)  # store locations and reading options; never keys
+    with _READERS_LOCK:
+        return _READERS.setdefault(key, reader)
 
 
 def _rebuild_source(
-    node: OmeImage | OmeLabel, level: int, shape: tuple[int, ...], dtype: np.dtype[Any]
+    reader: Reader, ref: ImageRef, level: int, shape: tuple[int, ...], dtype: Any
 ) -> _ShardSource:
-    node = replace(node, store=_shared_store(node.store))
-    return _ShardSource(node, level, shape, dtype)
+    return _ShardSource(_shared_reader(reader), ref, level, shape, dtype)
 
 
-def _open(store: Store, ref: ImageRef) -> OmeImage | OmeLabel:
-    image = open_image(store, ref.path)
-    return image.label(ref.label) if ref.label is not None else image
-
-
-def _level(node: OmeImage | OmeLabel, ref: ImageRef, level: int) -> LevelInfo:
-    if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level < len(node.levels):
-        raise InvalidInput(
-            f"image {ref} has levels 0..{len(node.levels) - 1}, not {level!r}", site=ref.site
-        )
-    return node.levels[level]
-
-
-def _store_of(stores: Mapping[str, Store], ref: ImageRef) -> Store:
-    if not isinstance(ref, ImageRef):
-        raise InvalidInput(f"to_dask takes ImageRef values, got {ref!r}")
-    try:
-        return stores[ref.site]
-    except KeyError:
-        raise NotFound(
-            f"unknown site {ref.site!r} for image {ref.path!r}; known sites: "
-            f"{', '.join(sorted(stores)) or 'none'}",
-            site=ref.site,
-        ) from None
-
-
-def to_dask(stores: Mapping[str, Store], refs: Sequence[ImageRef], level: int = 0) -> list[Any]:
+def to_dask(
+    stores: Mapping[str, Store] | Reader, refs: Sequence[ImageRef], level: int = 0
+) -> list[Any]:
     """One dask array per image of ``refs``, chunked along the level's shards.
 
     Parameters
     ----------
     stores
         Site name -> :class:`~atlas.storage.Store` (e.g. ``{s.name: s.store() for s in
-        load_sites(...)}``).
+        load_sites(...)}``), read with a default :class:`~atlas.read.Reader`; or a reader
+        (its engine, retry policy and cache size then apply on the workers too).
     refs
         The images (or label images) to wrap, e.g. from :func:`refs_from_rows`.
     level
@@ -173,30 +114,36 @@ def to_dask(stores: Mapping[str, Store], refs: Sequence[ImageRef], level: int = 
     Raises
     ------
     NotFound
-        A ref names a site not in ``stores``, or an image or label that does not exist.
+        A ref names a site the stores do not have, or an image or label that does not exist.
     InvalidInput
-        ``level`` is out of range for an image (before any pixel is read).
+        A ref is not an :class:`~atlas.read.ImageRef`, or ``level`` is out of range for an
+        image (before any pixel is read).
     """
     import dask.array as da
+    from dask.base import tokenize
 
+    reader = stores if isinstance(stores, Reader) else Reader(stores)
     refs = list(refs)
-    checked = [_store_of(stores, ref) for ref in refs]  # unknown sites fail before any I/O
+    for ref in refs:  # wrong types and unknown sites fail before any I/O
+        if not isinstance(ref, ImageRef):
+            raise InvalidInput(f"to_dask takes ImageRef values, got {ref!r}")
+        reader.store(ref.site)
     workers = max(1, min(_OPEN_CONCURRENCY, len(refs)))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        nodes = list(pool.map(_open, checked, refs))
+        infos = list(pool.map(reader.info, refs))
     arrays = []
-    for ref, node in zip(refs, nodes, strict=True):
-        info = _level(node, ref, level)
-        dtype = node.array(level).dtype
-        source = _ShardSource(node, level, tuple(info.shape), dtype)
+    for ref, info in zip(refs, infos, strict=True):
+        lv = info.level(level)
+        shape = tuple(lv.shape)
+        source = _ShardSource(reader, ref, level, shape, info.dtype)
         arrays.append(
             da.from_array(
                 source,
-                chunks=tuple(min(s, n) for s, n in zip(info.shards, info.shape, strict=True)),
-                name=f"atlas-{da.core.tokenize(source)}",
+                chunks=tuple(min(s, n) for s, n in zip(lv.shards, shape, strict=True)),
+                name=f"atlas-{tokenize(source)}",
                 asarray=True,
                 fancy=False,
-                meta=np.empty((0,) * len(info.shape), dtype=dtype),
+                meta=np.empty((0,) * len(shape), dtype=info.dtype),
             )
         )
     return arrays
