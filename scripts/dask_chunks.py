@@ -3,7 +3,8 @@
 Writes one volume to a local store (or an S3 store given by URL) and compares, for
 ``volume.mean()``:
 
-- ``to_dask`` (one chunk per shard, Atlas's choice);
+- ``to_dask`` (one chunk per shard, Atlas's choice), reading with tensorstore (chunk cache off,
+  so repeated runs read again) and with zarr-python;
 - ``dask.array.from_zarr`` on the same level, which takes the zarr array's *inner* chunks;
 - ``dask.array.from_zarr`` with the shard shape as chunks (the same partition as ``to_dask``).
 
@@ -48,7 +49,7 @@ def main() -> None:
     from distributed import Client, LocalCluster
 
     from atlas.ome import Layout, open_image, write_image
-    from atlas.read.dask import ImageRef, to_dask
+    from atlas.read import ImageRef, Reader, to_dask
     from atlas.storage import open_store
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -69,7 +70,13 @@ def main() -> None:
     level = open_image(store, "bench/v.ome.zarr").array(0)
     ref = ImageRef("bench", "bench/v.ome.zarr")
     builders: dict[str, Callable[[], Any]] = {
-        "to_dask (shards)": lambda: to_dask({"bench": store}, [ref])[0],
+        # no chunk cache: every run reads the shards again, as the other methods do
+        "to_dask, tensorstore (shards)": lambda: to_dask(
+            Reader({"bench": store}, cache_bytes=0), [ref]
+        )[0],
+        "to_dask, zarr (shards)": lambda: to_dask(Reader({"bench": store}, engine="zarr"), [ref])[
+            0
+        ],
         "from_zarr (inner chunks)": lambda: da.from_zarr(level),
         "from_zarr (shard chunks)": lambda: da.from_zarr(level, chunks=tuple(args.shards)),
     }

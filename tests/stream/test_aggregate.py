@@ -184,3 +184,27 @@ def test_bad_input_is_refused_naming_the_value() -> None:
         GridAggregator((4, 4, 4), np.eye(3))
     with pytest.raises(InvalidInput, match="sigma_scale"):
         GridAggregator((4, 4, 4), mode="gaussian", sigma_scale=(0.1, 0.1))
+
+
+def test_for_image_takes_the_level_shape_and_affine(tmp_path) -> None:
+    from atlas.ome import write_image
+    from atlas.read import ImageRef, Reader, ReadRequest
+    from atlas.storage import open_store
+
+    store = open_store(tmp_path / "site", site="local")
+    data = np.arange(8 * 64 * 48, dtype=np.int16).reshape(8, 64, 48)
+    write_image(store, "v.ome.zarr", data, spacing=(2.0, 0.5, 0.5), origin=(10, 20, 30),
+                pyramid_target=32)  # fmt: skip
+    reader = Reader({"local": store}, engine="zarr")
+    info = reader.info(ImageRef("local", "v.ome.zarr"))
+    agg = GridAggregator.for_image(info, level=1)
+    assert agg.shape == info.level_shape(1) == (8, 32, 24)
+    boxes = _grid(agg.shape, (4, 16, 16), overlap=0.5)
+    patches = reader.read_many([ReadRequest(info.ref, b, level=1) for b in boxes])
+    for patch in patches:  # each patch's own affine places it in the stitched volume
+        agg.add(patch.request.region, patch.data)
+        start = np.append(np.asarray(patch.request.region.start, dtype=float), 1.0)
+        np.testing.assert_allclose(agg.affine @ start, patch.affine[:, 3])
+    out = agg.result()
+    np.testing.assert_array_equal(out.affine, info.level_affine(1))
+    np.testing.assert_array_equal(out.data, reader.read(ReadRequest(info.ref, level=1)).data)

@@ -180,6 +180,16 @@ class GridAggregator:
         self._channels: bool | None = None  # whether predictions carry a channel axis
         self.patches = 0
 
+    @classmethod
+    def for_image(cls, info: Any, level: int = 0, **options: Any) -> GridAggregator:
+        """An aggregator for ``level`` of an image (an :class:`atlas.read.ImageInfo`).
+
+        Its shape is the level's spatial shape and its affine the level's voxel -> patient
+        affine, so the result lines up with the image; ``options`` as for the constructor.
+        """
+        n = int(info.n_spatial)
+        return cls(info.level_shape(level)[-n:], info.level_affine(level), **options)
+
     def _weight(self, size: tuple[int, ...]) -> np.ndarray:
         w = self._weights.get(size)
         if w is None:
