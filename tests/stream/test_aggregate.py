@@ -57,6 +57,7 @@ def test_identity_prediction_reproduces_the_volume_exactly(volume) -> None:
     for box in boxes:
         agg.add(box, _crop(volume, box))
     out = agg.result()
+    assert agg.patches == len(boxes)
     assert out.complete and out.data.shape == volume.shape and out.data.dtype == np.float32
     np.testing.assert_array_equal(out.data, volume)
     np.testing.assert_array_equal(out.affine, AFFINE)
