@@ -9,7 +9,7 @@
   a :class:`~atlas.read.engine.ProcessCache` keyed by store location and array path.
 - **Batched, bounded.** Each shard group is issued as one ``tensorstore.Batch`` (tensorstore
   then reads that shard's index once and coalesces its chunks' byte ranges); groups are
-  issued one after the other without waiting, until ``limit`` chunks are in flight; only then
+  issued one after the other without waiting, until ``limit`` shard reads are in flight; only then
   is the oldest read awaited.
 - **Retries.** A read that fails with :class:`~atlas.errors.StoreUnavailable` (each attempt
   bounded by the site's deadline, :func:`atlas.storage.timeouts.ts_result`) is issued again
@@ -27,7 +27,7 @@ import numpy as np
 
 from atlas.errors import StoreUnavailable
 from atlas.read.concurrency import MAX_IN_FLIGHT, available_cores, measure_latency
-from atlas.read.engine import NodeOf, ProcessCache, ReadEngine, tensorstore_error
+from atlas.read.engine import NodeOf, ProcessCache, ReadEngine, batches, tensorstore_error
 from atlas.read.plan import PlannedRead
 from atlas.read.request import Engine
 from atlas.storage import RetryPolicy, Store
@@ -118,12 +118,12 @@ class TensorstoreEngine(ReadEngine):
         def finish() -> None:
             nonlocal in_flight
             planned, arr, future = pending.popleft()
-            in_flight -= planned.chunks
+            in_flight -= planned.gets
             out[planned.index] = self._result(store, planned, arr, future, retry, node_of)
 
         try:
-            for group in groups:
-                weight = sum(p.chunks for p in group)
+            for group in batches(groups, limit):
+                weight = sum(p.gets for p in group)
                 while pending and in_flight + weight > limit:
                     finish()
                 arrays = [self.array(store, _array_path(node_of, p)) for p in group]
