@@ -98,6 +98,10 @@ def main() -> None:
     ap.add_argument("--volumes", type=int, default=4)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--s3", action="store_true", help="read from a SeaweedFS server")
+    ap.add_argument(
+        "--latency-ms", type=float, default=0.0,
+        help="inject this latency per request (zarr stack only: tensorstore is skipped)",
+    )  # fmt: skip
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument(
         "--budgets", default="", help="also run tensorstore with these fixed budgets, e.g. 1,4,64"
@@ -120,17 +124,27 @@ def main() -> None:
             store = open_store(Path(tmp) / "store", site="bench")
         try:
             paths = _volumes(store, args.volumes)
+            engines = ["zarr", "tensorstore"]
+            if args.latency_ms:
+                from atlas.storage import LatencyConfig
+
+                store = open_store(
+                    store.location.root, site="bench",
+                    latency=LatencyConfig(base=args.latency_ms / 1000),
+                )  # fmt: skip
+                engines = ["zarr"]
             reqs = _requests(paths, args.patches, args.size, "bench")
             budgets = [int(b) for b in args.budgets.split(",") if b]
-            runs: dict[str, list[float]] = {"naive": [], "zarr": [], "tensorstore": []}
-            runs.update({f"tensorstore, budget {b}": [] for b in budgets})
+            last = engines[-1]
+            runs: dict[str, list[float]] = {"naive": [], **{e: [] for e in engines}}
+            runs.update({f"{last}, budget {b}": [] for b in budgets})
             for _ in range(args.reps):  # interleaved, so machine noise hits all alike
                 runs["naive"].append(_naive(store, reqs))
-                runs["zarr"].append(_reader(store, reqs, "zarr"))
-                runs["tensorstore"].append(_reader(store, reqs, "tensorstore"))
+                for engine in engines:
+                    runs[engine].append(_reader(store, reqs, engine))
                 for b in budgets:
-                    runs[f"tensorstore, budget {b}"].append(_reader(store, reqs, "tensorstore", b))
-            concurrency = Reader({"bench": store}).concurrency_for("bench")
+                    runs[f"{last}, budget {b}"].append(_reader(store, reqs, last, b))
+            concurrency = Reader({"bench": store}, engine=last).concurrency_for("bench")
         finally:
             if server is not None:
                 server.stop()
@@ -145,7 +159,8 @@ def main() -> None:
             "runs": rates,
         }
     result = {
-        "store": "s3 (SeaweedFS, loopback)" if args.s3 else "local disk",
+        "store": ("s3 (SeaweedFS, loopback)" if args.s3 else "local disk")
+        + (f" + {args.latency_ms:g} ms per request" if args.latency_ms else ""),
         "patches": args.patches,
         "patch": [args.size] * 3,
         "volumes": args.volumes,

@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.read.read_study import Written, write_study
 
 from atlas.errors import InvalidInput
 from atlas.read import Reader, in_flight_for
 from atlas.read.concurrency import MAX_IN_FLIGHT, MIN_IN_FLIGHT, measure_latency
 from atlas.storage import LatencyConfig, open_store
-from conftest import Written, write_study
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 

@@ -8,10 +8,10 @@ import pickle
 
 import numpy as np
 import pytest
+from tests.read.read_study import IMAGE, Written, write_study
 from tests.stores import s3_store
 
 from atlas.read import ImageRef, Reader, ReadRequest, Region
-from conftest import IMAGE, Written, write_study
 
 pytestmark = pytest.mark.s3
 

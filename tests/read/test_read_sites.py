@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from tests.read.read_study import IMAGE, LAYOUT, SHAPE, Written, volume, write_study
 from tests.stores import s3_store
 
 from atlas.errors import AtlasError, Forbidden, StoreUnavailable
@@ -16,7 +17,6 @@ from atlas.read import Engine, ImageRef, Reader, ReadRequest, Region
 from atlas.storage import RetryPolicy, Timeouts
 from atlas.testing.seaweed import SeaweedS3
 from atlas.testing.seaweed.credentials import S3Credentials
-from conftest import IMAGE, LAYOUT, SHAPE, Written, volume, write_study
 
 pytestmark = pytest.mark.s3
 

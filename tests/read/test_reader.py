@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tests.read.read_study import IMAGE, SHAPE, Written, write_study
 
 from atlas.errors import InvalidInput, NotFound
 from atlas.ome import open_image
 from atlas.read import Engine, ImageRef, OutOfBounds, Reader, ReadRequest, Region
 from atlas.storage import FaultConfig, open_store
-from conftest import IMAGE, SHAPE, Written, write_study
 
 ENGINES = [Engine.TENSORSTORE, Engine.ZARR]
 
