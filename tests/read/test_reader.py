@@ -248,3 +248,18 @@ def test_channel_and_2d_images(tmp_path, engine) -> None:
     np.testing.assert_allclose(patch.affine @ [1, 2, 1], reader.info(plane).affine @ [31, 32, 1])
     row = reader.read(ReadRequest(plane, Region.plane(0, 5, flat.shape)))
     np.testing.assert_array_equal(row.data, flat[5:6])
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_an_image_written_again_with_another_shape_is_read_anew(tmp_path, engine) -> None:
+    store = open_store(tmp_path / "s", site="s")
+    ref = ImageRef("s", "w.ome.zarr")
+    first = np.arange(4 * 8 * 8, dtype="int16").reshape(4, 8, 8)
+    write_image(store, ref.path, first, spacing=(1, 1, 1), max_levels=1)
+    np.testing.assert_array_equal(
+        Reader({"s": store}, engine=engine).read(ReadRequest(ref)).data, first
+    )
+    second = -np.arange(6 * 8 * 8, dtype="int16").reshape(6, 8, 8)
+    write_image(store, ref.path, second, spacing=(1, 1, 1), max_levels=1, overwrite=True)
+    again = Reader({"s": store}, engine=engine).read(ReadRequest(ref))  # a new reader, same process
+    np.testing.assert_array_equal(again.data, second)

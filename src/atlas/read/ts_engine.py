@@ -78,8 +78,12 @@ class TensorstoreEngine(ReadEngine):
 
         return self._handles.get(("context", store.location), make)
 
-    def array(self, store: Store, path: str) -> Any:
-        """The tensorstore handle of the zarr array at ``path`` (opened once per process)."""
+    def array(self, store: Store, path: str, version: Any = None) -> Any:
+        """The tensorstore handle of the zarr array at ``path`` (opened once per process).
+
+        ``version`` (the level's metadata) is part of the key: an image written again with
+        another shape is opened again.
+        """
 
         def make() -> Any:
             spec = {"driver": "zarr3", "kvstore": store.kvstore_spec(path)}
@@ -90,7 +94,7 @@ class TensorstoreEngine(ReadEngine):
             except Exception as exc:
                 raise tensorstore_error(exc, store, f"opening array {path!r}") from exc
 
-        return self._handles.get(("array", store.location, path), make)
+        return self._handles.get(("array", store.location, path, version), make)
 
     def latency(self, store: Store, key: str) -> float:
         """Fastest of a few tensorstore GETs of ``key`` (a small metadata object)."""
@@ -126,7 +130,7 @@ class TensorstoreEngine(ReadEngine):
                 weight = sum(p.gets for p in group)
                 while pending and in_flight + weight > limit:
                     finish()
-                arrays = [self.array(store, _array_path(node_of, p)) for p in group]
+                arrays = [self.array(store, *_array_path(node_of, p)) for p in group]
                 with ts.Batch() as batch:
                     for planned, arr in zip(group, arrays, strict=True):
                         pending.append((planned, arr, arr[planned.source].read(batch=batch)))
@@ -169,7 +173,8 @@ class TensorstoreEngine(ReadEngine):
         self._parent = None
 
 
-def _array_path(node_of: NodeOf, planned: PlannedRead) -> str:
-    """The store path of the array a planned read reads (image or label, its level)."""
+def _array_path(node_of: NodeOf, planned: PlannedRead) -> tuple[str, Any]:
+    """The path and metadata of the array a planned read reads (image or label, its level)."""
     node = node_of(planned.request.image)
-    return f"{node.path}/{node.levels[planned.request.level].path}"
+    level = node.levels[planned.request.level]
+    return f"{node.path}/{level.path}", level

@@ -47,9 +47,10 @@ class ZarrEngine(ReadEngine):
     def array(self, node_of: NodeOf, planned: PlannedRead) -> Any:
         """The level's zarr ``AsyncArray`` (opened once per process)."""
         node = node_of(planned.request.image)
-        path = f"{node.path}/{node.levels[planned.request.level].path}"
+        level = node.levels[planned.request.level]
+        path = f"{node.path}/{level.path}"
         st = node.store  # the wrapper settings are part of the key: they change what a read does
-        key = (st.location, st.retry, st.latency, st.faults, path)
+        key = (st.location, st.retry, st.latency, st.faults, path, level)
         return self._arrays.get(key, lambda: node.array(planned.request.level).async_array)
 
     def latency(self, store: Store, key: str) -> float:
