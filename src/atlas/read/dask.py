@@ -20,6 +20,7 @@ and shard object; dask re-raises it in the client.
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -62,8 +63,11 @@ class _ShardSource:
         return (_rebuild_source, (self.reader, self.ref, self.level, self.shape, self.dtype))
 
     def __dask_tokenize__(self) -> Any:
-        url = self.reader.store(self.ref.site).url
-        return ("atlas-shards", url, str(self.ref), self.level, self.shape, self.dtype.str)
+        # the whole reader (store locations with their key variable names, reading options),
+        # not only the URL: two readers of one image that differ in either must never share
+        # task keys (a scheduler may still hold the other's results or errors)
+        reader = hashlib.sha256(pickle.dumps(self.reader)).hexdigest()
+        return ("atlas-shards", reader, str(self.ref), self.level, self.shape, self.dtype.str)
 
     def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
         bounds = [k.indices(n) for k, n in zip(key, self.shape, strict=True)]
