@@ -7,7 +7,7 @@ patch list, each site runs:
 2. MONAI (``LoadImaged`` + ``RandCropByPosNegLabeld``, plain and with ``CacheDataset`` where it
    fits in memory) and TorchIO (``Queue`` + ``LabelSampler``) on gzipped NIfTI copies;
 3. Atlas: ``atlas.stream.AtlasDataset`` through a ``DataLoader`` (and with 0 and 4 workers on
-   the local store, for memory as workers grow);
+   the local store, for memory as workers grow, and with 0 behind the proxy);
 4. the ceiling: tensorstore with every read of the list issued at once;
 5. once, the physical ceiling: numcodecs decoding the same chunks from memory.
 
@@ -221,6 +221,8 @@ def _pipelines_for(site: Site, index: int, data: BenchData) -> list[str]:
     wanted = ["naive", "monai", "monai-cache", "torchio", "atlas", "tensorstore"]
     if index == 0:
         wanted[5:5] = ["atlas-w0", "atlas-w4"]
+    elif site.latency and not site.blind:  # in-process Atlas beside the in-process ceiling
+        wanted.insert(5, "atlas-w0")
     if not monai_cache_fits(data):
         wanted.remove("monai-cache")
     if not atlas_available():
@@ -252,6 +254,8 @@ def _ambitions(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "atlas_first_batch_s": next(
                 (r["first batch s"] for r in rows if r["site"] == site and r["id"] == "atlas"), None
             ),
+            "atlas_w0_vs_naive": ratio(site, "atlas-w0", "naive"),
+            "atlas_w0_vs_tensorstore": ratio(site, "atlas-w0", "tensorstore"),
         }
     out["atlas_peak_MB_by_workers"] = {
         str(w): next((r["peak MB"] for r in rows if r["site"] == "local" and r["id"] == pid), None)

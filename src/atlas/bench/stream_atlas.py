@@ -136,11 +136,17 @@ def run_atlas(
     reader.close()
 
 
+def _start(region: Any) -> tuple[int, int, int]:
+    """A sample's first voxel from its meta ``region`` (an ``atlas.read.Region`` or a pair)."""
+    start = region.start if hasattr(region, "start") else region[0]
+    return int(start[0]), int(start[1]), int(start[2])
+
+
 def _consume(loader: Any, sink: Sink) -> None:
     for item in loader:
         meta = item["meta"]
         keys = [
-            (int(v), int(region[0][0]), int(region[0][1]), int(region[0][2]))
+            (int(v), *_start(region))
             for v, region in zip(meta["volume_index"], meta["region"], strict=True)
         ]
         images, labels = item["image"].numpy(), item["label"].numpy()

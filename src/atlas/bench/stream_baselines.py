@@ -6,8 +6,9 @@
 - :func:`run_tensorstore`: the practical ceiling — tensorstore with every read of the list
   issued before any is awaited, results taken in list order.
 - :func:`run_numcodecs`: the physical ceiling — the same chunks' compressed bytes already in
-  memory, decoded with numcodecs (one thread per core) and copied into the patches; no store,
-  no I/O. :func:`load_chunks` fetches those bytes beforehand (not timed).
+  memory, each decoded once with numcodecs (one thread per core; two threads may race to decode
+  the same chunk, as a cache would let them) and copied into the patches; no store, no I/O.
+  :func:`load_chunks` fetches those bytes beforehand (not timed).
 """
 
 from __future__ import annotations
@@ -200,10 +201,18 @@ def load_chunks(store: Store, data: BenchData, label: bool = False) -> ChunkByte
     return ChunkBytes(chunk, dtype, meta.get("fill_value", 0), codecs, checksum, out)  # type: ignore[arg-type]
 
 
-def _assemble(chunks: ChunkBytes, spec: PatchSpec, shape: tuple[int, ...]) -> np.ndarray:
+def _assemble(
+    chunks: ChunkBytes,
+    spec: PatchSpec,
+    shape: tuple[int, ...],
+    decoded: dict[tuple[int, int, int, int], np.ndarray],
+) -> np.ndarray:
     out = np.zeros(spec.size, dtype=chunks.dtype)  # zeros: the fill where the box is outside
     for idx in _chunks_of(spec, chunks.chunk, shape):
-        block = chunks.decode((spec.volume, *idx))
+        key = (spec.volume, *idx)
+        block = decoded.get(key)
+        if block is None:  # each chunk decoded once, as a reader with a chunk cache would
+            block = decoded[key] = chunks.decode(key)
         lo = [i * c for i, c in zip(idx, chunks.chunk, strict=True)]
         src, dst = [], []
         for a, n, l0, c, end in zip(spec.start, spec.size, lo, chunks.chunk, shape, strict=True):
@@ -217,12 +226,16 @@ def _assemble(chunks: ChunkBytes, spec: PatchSpec, shape: tuple[int, ...]) -> np
 def run_numcodecs(
     chunks: tuple[ChunkBytes, ChunkBytes], data: BenchData, sink: Sink, batch: int
 ) -> None:
-    """Decode every sample's chunks (image, label) from memory and assemble the patches."""
+    """Decode the list's chunks (image, label) from memory, each once, and assemble the samples."""
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2
     images, labels = chunks
+    cache: tuple[dict[Any, np.ndarray], dict[Any, np.ndarray]] = ({}, {})
 
     def one(spec: PatchSpec) -> tuple[np.ndarray, np.ndarray]:
-        return _assemble(images, spec, data.shape), _assemble(labels, spec, data.shape)
+        return (
+            _assemble(images, spec, data.shape, cache[0]),
+            _assemble(labels, spec, data.shape, cache[1]),
+        )
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         samples = pool.map(one, data.patches)
