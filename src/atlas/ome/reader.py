@@ -142,11 +142,36 @@ class _Node:
         except AtlasError:
             raise
         except Exception as exc:
-            raise self._locate_corruption(arr, level, key, exc) from exc
+            raise self.locate_corruption(arr, level, key, exc) from exc
 
-    def _locate_corruption(
+    def locate_corruption(
         self, arr: zarr.Array, level: int, key: Region, exc: Exception
     ) -> AtlasError:
+        """The error to raise for ``exc``, a failed read of ``key`` at ``level``.
+
+        Reads the inner chunks that ``key`` touches one at a time (with zarr-python) and
+        names the first that fails: its chunk index and the shard object holding it, as
+        :class:`CorruptData`. When every chunk reads on its own, a :class:`CorruptData`
+        describing ``exc`` is returned. Used by every reader of Atlas images (this class and
+        :mod:`atlas.read`), so a damaged chunk is reported the same way whichever engine
+        found it.
+
+        Parameters
+        ----------
+        arr
+            The level opened with zarr-python (:meth:`array`).
+        level
+            The level index.
+        key
+            The slices that were read (one per axis, or fewer).
+        exc
+            The exception the read raised.
+
+        Returns
+        -------
+        AtlasError
+            The :class:`CorruptData` to raise (``raise ... from exc``).
+        """
         info = self.levels[level]
         bounds = [s.indices(n) for s, n in zip(key, arr.shape, strict=False)]
         ranges = [

@@ -217,31 +217,58 @@ class Store:
         """
         return self.backend.kvstore_spec(self.location.child(path) if path else self.location)
 
-    def tensorstore_context(self) -> Any:
+    def tensorstore_context(
+        self, parent: Any = None, resources: Mapping[str, Any] | None = None
+    ) -> Any:
         """The store's own tensorstore ``Context``.
 
         tensorstore caches S3 credentials per context; one context per store keeps two sites
         with different keys apart inside one process.
+
+        Parameters
+        ----------
+        parent
+            A ``tensorstore.Context`` to inherit every resource the store does not set (e.g.
+            one ``cache_pool`` shared by all stores of a process). With a parent, or with
+            ``resources``, a new context is made on each call (the caller keeps it); without,
+            the store's one cached context is returned.
+        resources
+            Further context resources (e.g. ``{"s3_request_concurrency": {"limit": 64}}``);
+            the store's own settings (its retry bounds) win over them.
         """
+        if parent is not None or resources:
+            import tensorstore as ts
+
+            spec = {**dict(resources or {}), **self.backend.tensorstore_context_spec()}
+            return ts.Context(spec, parent) if parent is not None else ts.Context(spec)
         if self._ts_context is None:
             import tensorstore as ts
 
             self._ts_context = ts.Context(self.backend.tensorstore_context_spec())
         return self._ts_context
 
-    def open_tensorstore(self, spec: dict[str, Any], **kwargs: Any) -> Any:
-        """``tensorstore.open(spec)`` with this store's context, within its deadline."""
+    def open_tensorstore(self, spec: dict[str, Any], *, context: Any = None, **kwargs: Any) -> Any:
+        """``tensorstore.open(spec)`` within the store's deadline.
+
+        ``context`` defaults to the store's own (:meth:`tensorstore_context`); pass one made
+        by ``tensorstore_context(parent=...)`` to share a cache across stores.
+        """
         import tensorstore as ts
 
-        opened = ts.open(spec, context=self.tensorstore_context(), **kwargs)
+        ctx = context if context is not None else self.tensorstore_context()
+        opened = ts.open(spec, context=ctx, **kwargs)
         return ts_result(opened, self.location, "open with tensorstore")
 
-    def open_kvstore(self, path: str = "") -> Any:
-        """A tensorstore ``KvStore`` for ``path`` below the root, with credentials primed."""
+    def open_kvstore(self, path: str = "", *, context: Any = None) -> Any:
+        """A tensorstore ``KvStore`` for ``path`` below the root, with credentials primed.
+
+        ``context`` as for :meth:`open_tensorstore`.
+        """
         import tensorstore as ts
 
         limit = Deadline(self.location.timeouts.deadline)  # one deadline for both steps
-        opened = ts.KvStore.open(self.kvstore_spec(path), context=self.tensorstore_context())
+        ctx = context if context is not None else self.tensorstore_context()
+        opened = ts.KvStore.open(self.kvstore_spec(path), context=ctx)
         kv = ts_result(opened, self.location, "open with tensorstore", limit)
         # fetches and caches the credentials in the context
         ts_result(kv.read(".atlas-credentials-probe"), self.location, "read tensorstore", limit)
