@@ -339,6 +339,25 @@ class Query:
         merged = pa.concat_tables(tables, promote_options="default").sort_by("_rank")
         return Result(merged.slice(0, n).drop_columns(["_rank"]), parts.missing_sites)
 
+    def aggregate(self, select: str, tail: str = "") -> Result[dict[str, Any]]:
+        """Run ``SELECT {select} ... {tail}`` on every site; site name → pyarrow Table.
+
+        For aggregations written by Atlas's own code (``select`` and ``tail`` are SQL text, so
+        never pass user input in them): the query's filters and its purpose's consent clause
+        apply as in every other method, so rows outside consent never enter an aggregate.
+        Sites are queried in parallel; unreachable ones are listed in ``missing_sites``.
+        """
+
+        def one(site: SiteIndex) -> Any:
+            sql, params = self._sql(site, select, tail)
+            if not sql:
+                return None
+            return self.atlas._con(site).sql(sql, params=params).to_arrow_table()
+
+        parts = self.atlas._fan_out(one)
+        found = {name: t for name, t in parts.value.items() if t is not None}
+        return Result(found, parts.missing_sites)
+
     def iter_batches(self, batch_size: int = 65_536) -> Iterator[Any]:
         """Stream matching rows as pyarrow RecordBatches, one site after another."""
         remaining = self.limit_rows
