@@ -174,6 +174,34 @@ def test_exact_resume_with_another_number_of_workers(catalog, table) -> None:
     assert again != boxes
 
 
+def _boxes(batches) -> list[tuple]:
+    return [
+        (v, tuple(map(tuple, r)))
+        for b in batches
+        for v, r in zip(b["meta"]["volume_index"], b["meta"]["region"], strict=True)
+    ]
+
+
+def test_workers_stay_up_between_epochs_and_follow_set_epoch_and_resume(catalog, table) -> None:
+    sampler = PatchSampler(SIZE, per_volume=2)
+    reference = AtlasDataset(table, sampler, stores=catalog.stores, seed=4)
+    expected = {}
+    for e in (1, 2):
+        reference.set_epoch(e)
+        expected[e] = _boxes(reference.loader(batch_size=2))
+    ds = AtlasDataset(table, sampler, stores=catalog.stores, seed=4)
+    with ds.loader(batch_size=2, num_workers=2) as loader:
+        assert len(_take(loader, 2)) == 2  # epoch 0, left half way
+        loader.set_epoch(1)
+        assert _boxes(loader) == expected[1]
+        loader.set_epoch(2)
+        head = _take(loader, 2)
+        state = loader.state_dict()
+        loader.load_state_dict(state)
+        assert _boxes(head) + _boxes(loader) == expected[2]
+        assert expected[1] != expected[2]
+
+
 def test_ranks_and_workers_together_read_every_sample_once(catalog, table) -> None:
     sampler = PatchSampler(SIZE, per_volume=3)
     seen: list[int] = []

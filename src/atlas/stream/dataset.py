@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -218,6 +219,7 @@ class AtlasDataset(IterableDataset):
         # planning epoch 0 checks the sampler against the table here, before any worker starts
         self._epoch: EpochPlan | None = None
         self._volumes: dict[int, Volume] = {}
+        self._local_reader: Reader | None = None
         self.state = StreamState(
             epoch=0,
             seed=seed,
@@ -303,11 +305,12 @@ class AtlasDataset(IterableDataset):
 
     # -- planning -------------------------------------------------------------------------
     def _plan(self, epoch: int) -> EpochPlan:
-        if self._epoch is None or self._epoch.epoch != epoch:
-            self._epoch = EpochPlan(
+        e = self._epoch
+        if e is None or e.epoch != epoch or e.seed != self.state.seed:
+            e = self._epoch = EpochPlan(
                 self.table, self.sampler, seed=self.state.seed, epoch=epoch, order=self.order
             )
-        return self._epoch
+        return e
 
     def __len__(self) -> int:
         """Samples in the current epoch (all ranks together)."""
@@ -317,6 +320,7 @@ class AtlasDataset(IterableDataset):
         state = dict(self.__dict__)
         state["_epoch"] = None  # workers re-plan: cheaper than pickling the order
         state["_volumes"] = {}
+        state["_local_reader"] = None
         return state
 
     def positions(self, worker: int = 0, workers: int = 1) -> np.ndarray:
@@ -335,6 +339,8 @@ class AtlasDataset(IterableDataset):
     def __iter__(self) -> Iterator[Sample]:
         info = get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        if info is not None:  # a worker (maybe kept from an earlier epoch): where to start
+            self._follow(self.counters.published())
         epoch = self._plan(self.state.epoch)
         reader = self._worker_reader(workers)
         positions = self.positions(worker, workers)
@@ -359,12 +365,23 @@ class AtlasDataset(IterableDataset):
         finally:
             ahead.close()
 
+    def _follow(self, published: tuple[int, int, int, int] | None) -> None:
+        """Take the epoch, seed, consumed count and batch size the loader published."""
+        if published is None:
+            return
+        epoch, seed, consumed, batch = published
+        self.state = replace(self.state, epoch=epoch, seed=seed, consumed=consumed)
+        self.batch_size = batch
+
     def _worker_reader(self, workers: int) -> Reader:
         """The reader of this process: the cache budget split between the workers."""
         share = self.cache_bytes // max(1, workers)
         if share == self.reader.cache_bytes:
             return self.reader
-        return Reader(self.reader.stores, **{**self.reader.options(), "cache_bytes": share})
+        if self._local_reader is None or self._local_reader.cache_bytes != share:
+            options = {**self.reader.options(), "cache_bytes": share}
+            self._local_reader = Reader(self.reader.stores, **options)
+        return self._local_reader
 
     def _volume(self, i: int) -> Volume:
         """The table's volume ``i`` (the last few thousand kept: samples repeat volumes)."""

@@ -9,15 +9,17 @@ A thin wrapper over ``torch.utils.data.DataLoader`` that
 - counts the samples delivered to the training loop, so ``state_dict()`` taken between two
   steps resumes exactly there (workers are other processes: only the loader sees what was
   delivered);
-- starts workers from a ``forkserver`` by default (:func:`worker_context`): tensorstore aborts a
-  process forked from one that has read with it, and a training process usually has (decision
-  0048).
+- keeps its worker processes between epochs (they read the epoch and the start position
+  from shared memory), and starts them by ``fork`` only while this process has never imported
+  tensorstore, else from a ``forkserver`` (:func:`worker_context`): tensorstore aborts a
+  process forked from one that has read with it (decision 0048).
 """
 
 from __future__ import annotations
 
 import math
 import multiprocessing
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -80,8 +82,9 @@ class StreamLoader:
         Batches each worker keeps ready (DataLoader's own queue, on top of the dataset's
         ``prefetch_bytes``); default 2.
     multiprocessing_context
-        How workers start (default :func:`worker_context`, a forkserver; ``"fork"`` only if
-        this process has not read with tensorstore).
+        How workers start (default: ``fork`` while this process never imported tensorstore,
+        else :func:`worker_context`, a forkserver; ``"fork"`` only if this process has not
+        read with tensorstore).
     kwargs
         Passed to ``DataLoader`` (e.g. ``timeout``).
     """
@@ -105,7 +108,7 @@ class StreamLoader:
             if name in kwargs:
                 raise InvalidInput(
                     f"{name}= is not a StreamLoader option: the dataset orders, shuffles and "
-                    "splits the epoch itself (and workers restart each epoch to see set_epoch)"
+                    "splits the epoch itself (and its workers always stay up between epochs)"
                 )
         self.dataset = dataset
         self.batch_size = batch_size
@@ -117,6 +120,7 @@ class StreamLoader:
             self.prefetch_factor = 2
         self.kwargs = kwargs
         self.multiprocessing_context = multiprocessing_context
+        self._loader: DataLoader[Any] | None = None
         dataset.batch_size = batch_size
 
     def __len__(self) -> int:
@@ -130,24 +134,50 @@ class StreamLoader:
         ds.batch_size = self.batch_size
         start, n = ds.state.consumed, len(ds)
         per_step = ds.world_size * self.batch_size
-        loader = DataLoader(
-            ds,
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
-            collate_fn=self.collate_fn,
-            pin_memory=self.pin_memory,
-            prefetch_factor=self.prefetch_factor,
-            multiprocessing_context=(
-                (self.multiprocessing_context or worker_context(_transform_modules(ds)))
-                if self.num_workers
-                else None
-            ),
-            **self.kwargs,
-        )
-        for steps, batch in enumerate(loader, start=1):
+        # workers stay up between epochs: they read where to start from shared memory
+        ds.counters.publish(ds.state.epoch, ds.state.seed, start, self.batch_size)
+        for steps, batch in enumerate(self._data_loader(), start=1):
             ds.mark_consumed(min(n, start + steps * per_step))
             yield batch
         ds.mark_consumed(n)
+
+    def _data_loader(self) -> DataLoader[Any]:
+        if self._loader is None:
+            workers = self.num_workers
+            self._loader = DataLoader(
+                self.dataset,
+                batch_size=self.batch_size,
+                num_workers=workers,
+                collate_fn=self.collate_fn,
+                pin_memory=self.pin_memory,
+                prefetch_factor=self.prefetch_factor,
+                persistent_workers=workers > 0,
+                multiprocessing_context=self._context() if workers else None,
+                **self.kwargs,
+            )
+        return self._loader
+
+    def _context(self) -> Any:
+        """How workers start: as given, else by fork or from a forkserver.
+
+        Fork while this process never imported tensorstore (so it cannot have started
+        tensorstore's threads), else a forkserver.
+        """
+        if self.multiprocessing_context is not None:
+            return self.multiprocessing_context
+        if "tensorstore" not in sys.modules:
+            return multiprocessing.get_context("fork")
+        return worker_context(_transform_modules(self.dataset))
+
+    def close(self) -> None:
+        """Stop the worker processes (a later iteration starts new ones)."""
+        self._loader = None
+
+    def __enter__(self) -> StreamLoader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- what the dataset does, from the loader -------------------------------------------
     def set_epoch(self, epoch: int) -> None:

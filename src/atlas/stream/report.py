@@ -4,6 +4,10 @@ DataLoader workers are other processes, so the counts live in a small block of s
 (:class:`SiteCounters`, one row of int64 per site) that the dataset creates before any worker
 starts and every worker adds to. The report is a snapshot of it in the main process. It names
 sites and error types only, never an image, subject or message text.
+
+The same block carries the other way what workers that stay up between epochs need to know
+when an epoch starts (:meth:`SiteCounters.publish`): the epoch, the seed, the samples already
+consumed and the batch size.
 """
 
 from __future__ import annotations
@@ -100,6 +104,7 @@ class SiteCounters:
         self._lock = _LOCKS.Lock()
         self._values = multiprocessing.RawArray("q", max(1, len(self.sites) * len(_FIELDS)))
         self.epoch = multiprocessing.RawValue("q", 0)
+        self.control = multiprocessing.RawArray("q", 5)
 
     def __getstate__(self) -> dict[str, Any]:
         from multiprocessing import context
@@ -109,6 +114,7 @@ class SiteCounters:
             state.pop("_lock")
             state.pop("_values")
             state.pop("epoch")
+            state.pop("control")
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -117,6 +123,7 @@ class SiteCounters:
             self._lock = _LOCKS.Lock()
             self._values = multiprocessing.RawArray("q", max(1, len(self.sites) * len(_FIELDS)))
             self.epoch = multiprocessing.RawValue("q", 0)
+            self.control = multiprocessing.RawArray("q", 5)
 
     def add(self, site: str, **counts: int) -> None:
         """Add ``counts`` (``read=``, ``skipped=``, ...) to ``site``'s row."""
@@ -124,6 +131,18 @@ class SiteCounters:
         with self._lock:
             for name, value in counts.items():
                 self._values[row + _FIELDS.index(name)] += int(value)
+
+    def publish(self, epoch: int, seed: int, consumed: int, batch: int) -> None:
+        """Tell workers where the next iteration starts (read by :meth:`published`)."""
+        with self._lock:
+            self.control[0], self.control[1], self.control[2] = int(epoch), int(seed), int(consumed)
+            self.control[3], self.control[4] = int(batch), 1
+
+    def published(self) -> tuple[int, int, int, int] | None:
+        """``(epoch, seed, consumed, batch)`` last published, or ``None`` if none was."""
+        with self._lock:
+            values = list(self.control)
+        return None if not values[4] else (values[0], values[1], values[2], values[3])
 
     def reset(self, epoch: int) -> None:
         """Start counting ``epoch`` from zero."""
