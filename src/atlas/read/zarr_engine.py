@@ -67,47 +67,52 @@ class ZarrEngine(ReadEngine):
     ) -> dict[int, np.ndarray]:
         """See :meth:`ReadEngine.read_site` (the store's own retry policy applies)."""
         arrays = {p.index: self.array(node_of, p) for g in groups for p in g}
+        Outcome = np.ndarray | BaseException
 
-        async def one(planned: PlannedRead) -> np.ndarray:
+        async def one(planned: PlannedRead) -> Outcome:
             try:
                 return np.asarray(await arrays[planned.index].getitem(planned.source))
-            except AtlasError:
-                raise
-            except Exception as exc:
-                raise locate_error(node_of(planned.request.image), planned, exc) from exc
+            except Exception as exc:  # located outside the event loop, below
+                return exc
 
-        async def run() -> dict[int, np.ndarray]:
-            tasks: dict[asyncio.Task[np.ndarray], PlannedRead] = {}
+        async def run() -> tuple[dict[int, np.ndarray], tuple[PlannedRead, BaseException] | None]:
+            tasks: dict[asyncio.Task[Outcome], PlannedRead] = {}
             out: dict[int, np.ndarray] = {}
+            failed: list[tuple[PlannedRead, BaseException]] = []
             in_flight = 0
 
-            def collect(done: set[asyncio.Task[np.ndarray]]) -> None:
+            async def collect() -> None:
                 nonlocal in_flight
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     planned = tasks.pop(task)
                     in_flight -= planned.chunks
-                    out[planned.index] = task.result()  # raises the read's error
+                    result = task.result()
+                    if isinstance(result, BaseException):
+                        failed.append((planned, result))
+                    else:
+                        out[planned.index] = result
 
-            try:
-                for group in groups:
-                    weight = sum(p.chunks for p in group)
-                    while tasks and in_flight + weight > limit:
-                        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                        collect(done)
-                    for planned in group:
-                        tasks[asyncio.ensure_future(one(planned))] = planned
-                    in_flight += weight
-                while tasks:
-                    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                    collect(done)
-            finally:
-                for task in tasks:
-                    task.cancel()
-                if tasks:
-                    await asyncio.gather(*tasks, return_exceptions=True)
-            return out
+            for group in groups:
+                weight = sum(p.chunks for p in group)
+                while tasks and in_flight + weight > limit and not failed:
+                    await collect()
+                if failed:
+                    break
+                for planned in group:
+                    tasks[asyncio.ensure_future(one(planned))] = planned
+                in_flight += weight
+            while tasks:
+                await collect()
+            first = min(failed, key=lambda f: f[0].index) if failed else None
+            return out, first
 
-        result: dict[int, np.ndarray] = sync(run())
+        result, first = sync(run())
+        if first is not None:
+            planned, exc = first
+            if isinstance(exc, AtlasError):
+                raise exc
+            raise locate_error(node_of(planned.request.image), planned, exc) from exc
         return result
 
     def close(self) -> None:
