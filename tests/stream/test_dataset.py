@@ -20,6 +20,8 @@ from atlas.storage import FaultConfig, RetryPolicy, open_store
 from atlas.stream import (
     AtlasDataset,
     BalancedSampler,
+    GridAggregator,
+    GridSampler,
     PatchSampler,
     SliceSampler,
     plan_epochs,
@@ -254,3 +256,19 @@ def test_bad_input_is_refused_before_any_worker_starts(catalog, atlas, table) ->
         ds.load_state_dict(other.state_dict())
     with pytest.raises(InvalidInput, match="not a StreamLoader option"):
         ds.loader(batch_size=2, shuffle=True)
+
+
+def test_grid_predictions_stitch_back_into_each_volume_with_its_affine(catalog, table) -> None:
+    ds = AtlasDataset(table, GridSampler((8, 16, 16), overlap=0.5), stores=catalog.stores)
+    stitched = GridAggregator(table)
+    for batch in ds.loader(batch_size=4):
+        stitched.add(batch["image"].float(), batch["meta"])  # an identity "model"
+    assert stitched.volumes == list(range(len(table)))
+    for v in stitched.volumes:
+        volume = table.volume(v)
+        prediction, affine = stitched.result(v)
+        image = open_image(catalog.stores[volume.site], volume.image_path)
+        assert np.array_equal(prediction[0], image.read(0).astype(np.float32))
+        assert np.allclose(affine, image.metadata.affine)
+    with pytest.raises(InvalidInput, match="no prediction"):
+        GridAggregator(table).result(0)

@@ -38,6 +38,7 @@ _EXPORTS = {
     # the dataset half (torch is imported only when one of these is touched)
     "AtlasDataset": "atlas.stream.dataset",
     "EpochReport": "atlas.stream.report",
+    "GridAggregator": "atlas.stream.aggregate",
     "SiteReport": "atlas.stream.report",
     "StreamLoader": "atlas.stream.loader",
     "collate_samples": "atlas.stream.collate",
