@@ -8,25 +8,26 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.read.read_study import Written, write_study
 
 from atlas.errors import InvalidInput
 from atlas.read import Reader, in_flight_for
 from atlas.read.concurrency import MAX_IN_FLIGHT, MIN_IN_FLIGHT, measure_latency
 from atlas.storage import LatencyConfig, open_store
-from conftest import Written, write_study
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def test_the_budget_follows_littles_law() -> None:
-    # ceil(cores * (1 + L / 2 ms)), within [4, 256]
-    assert in_flight_for(0.0, cores=2) == MIN_IN_FLIGHT
-    assert in_flight_for(0.0001, cores=8) == 9
-    assert in_flight_for(0.020, cores=2) == 22
-    assert in_flight_for(0.060, cores=2) == 62
-    assert in_flight_for(0.020, cores=16) == 176
-    assert in_flight_for(5.0, cores=2) == MAX_IN_FLIGHT
-    assert in_flight_for(0.02, cores=2, service_s=0.004) == 12
+    # ceil(cores * (1 + L / 1 ms)), within [16, 512]
+    assert in_flight_for(0.0, cores=2) == MIN_IN_FLIGHT == 16
+    assert in_flight_for(0.0001, cores=16) == 18
+    assert in_flight_for(0.020, cores=2) == 42
+    assert in_flight_for(0.060, cores=2) == 122
+    assert in_flight_for(0.020, cores=16) == 336
+    assert in_flight_for(5.0, cores=2) == MAX_IN_FLIGHT == 512
+    assert in_flight_for(0.02, cores=2, service_s=0.004) == MIN_IN_FLIGHT
+    assert in_flight_for(0.04, cores=2, service_s=0.004) == 22
     for bad in (-1.0, float("nan"), float("inf")):
         with pytest.raises(InvalidInput, match="latency must be a finite number"):
             in_flight_for(bad)

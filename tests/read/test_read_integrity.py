@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tests.read.read_study import IMAGE, Written, write_study
 
 from atlas.errors import CorruptData
 from atlas.ome import Layout, open_image, write_image
 from atlas.read import Engine, ImageRef, Reader, ReadRequest, Region
 from atlas.storage import open_store
-from conftest import IMAGE, Written, write_study
 
 ENGINES = [Engine.TENSORSTORE, Engine.ZARR]
 

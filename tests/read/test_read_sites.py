@@ -8,15 +8,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from tests.read.read_study import IMAGE, LAYOUT, SHAPE, Written, volume, write_study
 from tests.stores import s3_store
 
-from atlas.errors import AtlasError, Forbidden, StoreUnavailable
+from atlas.errors import AtlasError, CorruptData, Forbidden, StoreUnavailable
 from atlas.ome import write_image
 from atlas.read import Engine, ImageRef, Reader, ReadRequest, Region
 from atlas.storage import RetryPolicy, Timeouts
 from atlas.testing.seaweed import SeaweedS3
 from atlas.testing.seaweed.credentials import S3Credentials
-from conftest import IMAGE, LAYOUT, SHAPE, Written, volume, write_study
 
 pytestmark = pytest.mark.s3
 
@@ -78,7 +78,7 @@ def test_two_sites_read_from_many_threads_never_mix(two_sites, engine) -> None:
         assert sum(pool.map(work, range(THREADS))) == THREADS * ROUNDS * PER_ROUND
     assert dict(os.environ) == before  # credentials never went through the environment
     for site in stores:
-        assert reader.concurrency_for(site) >= 4
+        assert reader.concurrency_for(site) >= 16
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -129,3 +129,24 @@ def test_a_dead_site_raises_store_unavailable_and_the_other_still_reads(
         np.testing.assert_array_equal(
             reader.read(alive).data, two_sites["site-a"].data[10:14, 30:40, 20:30]
         )
+
+
+def test_a_corrupt_chunk_on_a_remote_site_is_named(two_sites) -> None:
+    store = two_sites["site-a"].store
+    small = volume(9, (16, 32, 32))
+    write_image(store, "bad.ome.zarr", small, spacing=(1, 1, 1), layout=LAYOUT, max_levels=1)
+    key = "bad.ome.zarr/0/c/0/0/0"
+    raw = bytearray(store.read_bytes(key))
+    index = np.frombuffer(bytes(raw[-(16 * 8 + 4) : -4]), dtype="<u8").reshape(2, 2, 2, 2)
+    offset, nbytes = (int(v) for v in index[1, 0, 1])
+    raw[offset + nbytes // 2] ^= 0xFF
+    store.write_bytes(key, bytes(raw))
+    ref = ImageRef("site-a", "bad.ome.zarr")
+    for engine in ENGINES:
+        reader = Reader({"site-a": store}, engine=engine)
+        with pytest.raises(CorruptData, match=r"'bad\.ome\.zarr' level 0: chunk \(1, 0, 1\).*"
+                           r"shard object 'bad\.ome\.zarr/0/c/0/0/0'") as caught:  # fmt: skip
+            reader.read(ReadRequest(ref))
+        assert caught.value.site == "site-a"
+        ok = reader.read(ReadRequest(ref, Region((0, 0, 0), (8, 16, 16))))
+        np.testing.assert_array_equal(ok.data, small[:8, :16, :16])

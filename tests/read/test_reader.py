@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tests.read.read_study import IMAGE, SHAPE, Written, write_study
 
 from atlas.errors import InvalidInput, NotFound
-from atlas.ome import open_image
+from atlas.ome import open_image, write_image
 from atlas.read import Engine, ImageRef, OutOfBounds, Reader, ReadRequest, Region
 from atlas.storage import FaultConfig, open_store
-from conftest import IMAGE, SHAPE, Written, write_study
 
 ENGINES = [Engine.TENSORSTORE, Engine.ZARR]
 
@@ -222,3 +222,44 @@ def test_region_helpers() -> None:
     assert Region.plane("coronal", 2, (2, 5, 6, 7)) == Region((0, 0, 2, 0), (2, 5, 3, 7))
     assert Region((1, 2), (4, 8)).size == (3, 6)
     assert OutOfBounds("pad") is OutOfBounds.PAD
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_channel_and_2d_images(tmp_path, engine) -> None:
+    store = open_store(tmp_path / "s", site="s")
+    rng = np.random.default_rng(8)
+    four = rng.integers(0, 4000, size=(2, 12, 20, 24)).astype("uint16")
+    flat = rng.integers(-100, 100, size=(40, 36)).astype("int16")
+    write_image(store, "c.ome.zarr", four, spacing=(2, 1, 1), axes="czyx", max_levels=1)
+    write_image(store, "f.ome.zarr", flat, spacing=(0.5, 0.4), axes="yx", max_levels=1)
+    reader = Reader({"s": store}, engine=engine)
+    chan, plane = ImageRef("s", "c.ome.zarr"), ImageRef("s", "f.ome.zarr")
+    # a spatial-only region of a channel image reads every channel
+    spatial = reader.read(ReadRequest(chan, Region((2, 3, 4), (6, 9, 12))))
+    np.testing.assert_array_equal(spatial.data, four[:, 2:6, 3:9, 4:12])
+    one = reader.read(ReadRequest(chan, Region((1, 2, 3, 4), (2, 6, 9, 12))))
+    np.testing.assert_array_equal(one.data, four[1:2, 2:6, 3:9, 4:12])
+    np.testing.assert_allclose(spatial.affine, one.affine)
+    np.testing.assert_allclose(spatial.origin, (reader.info(chan).affine @ [2, 3, 4, 1])[:3])
+    # a 2-D image: a 4 x 3 affine over (y, x)
+    patch = reader.read(ReadRequest(plane, Region((30, 30), (44, 40))))
+    assert patch.padded and patch.affine.shape == (4, 3)
+    np.testing.assert_array_equal(patch.data[:10, :6], flat[30:, 30:])
+    np.testing.assert_allclose(patch.affine @ [1, 2, 1], reader.info(plane).affine @ [31, 32, 1])
+    row = reader.read(ReadRequest(plane, Region.plane(0, 5, flat.shape)))
+    np.testing.assert_array_equal(row.data, flat[5:6])
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_an_image_written_again_with_another_shape_is_read_anew(tmp_path, engine) -> None:
+    store = open_store(tmp_path / "s", site="s")
+    ref = ImageRef("s", "w.ome.zarr")
+    first = np.arange(4 * 8 * 8, dtype="int16").reshape(4, 8, 8)
+    write_image(store, ref.path, first, spacing=(1, 1, 1), max_levels=1)
+    np.testing.assert_array_equal(
+        Reader({"s": store}, engine=engine).read(ReadRequest(ref)).data, first
+    )
+    second = -np.arange(6 * 8 * 8, dtype="int16").reshape(6, 8, 8)
+    write_image(store, ref.path, second, spacing=(1, 1, 1), max_levels=1, overwrite=True)
+    again = Reader({"s": store}, engine=engine).read(ReadRequest(ref))  # a new reader, same process
+    np.testing.assert_array_equal(again.data, second)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from atlas.errors import Forbidden
 from atlas.storage import open_store
 
 pytestmark = pytest.mark.s3
@@ -83,6 +84,7 @@ import multiprocessing as mp
 import multiprocessing.util
 import sys
 
+from atlas.errors import Forbidden
 from atlas.storage import open_store
 
 
@@ -125,3 +127,28 @@ def test_worker_processes_close_their_sessions_when_they_end(seaweed, tmp_path) 
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["closed"], (proc.stdout, proc.stderr)
     assert "Unclosed" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_filesystems_share_service_models_but_not_sessions(seaweed) -> None:
+    """Each S3 filesystem has its own session (its own keys); the parsed models are shared."""
+    good = _store(seaweed, "shared-models")
+    good.write_bytes("k", b"v")
+    os.environ["ATLAS_SESSIONS_BAD_KEY"] = "not-a-key"
+    os.environ["ATLAS_SESSIONS_BAD_SECRET"] = "not-a-secret"
+    bad = open_store(
+        "s3://atlas/shared-models",
+        endpoint=seaweed.endpoint_url,
+        key_env="ATLAS_SESSIONS_BAD_KEY",
+        secret_env="ATLAS_SESSIONS_BAD_SECRET",
+        site="sessions-bad",
+    )
+    with pytest.raises(Forbidden):
+        bad.read_bytes("k")  # the other store's keys are not used
+    assert good.read_bytes("k") == b"v"
+    fs_good, fs_bad = good.backend.async_fs(), bad.backend.async_fs()  # type: ignore[attr-defined]
+    assert fs_good.session is not fs_bad.session
+    loaders = {id(fs.session.get_component("data_loader")) for fs in (fs_good, fs_bad)}
+    assert len(loaders) == 1
+    good.delete("k")
+    good.close()
+    bad.close()

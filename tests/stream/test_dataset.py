@@ -70,7 +70,7 @@ def test_samples_are_dicts_that_match_the_stored_volume_and_labels(catalog, atla
         meta = s["meta"]
         assert set(s) == {"image", "label", "meta"}
         assert s["image"].shape == (1, *SIZE) and s["label"].shape == (1, *SIZE)
-        (start, stop) = meta["region"]
+        start, stop = meta["region"].start, meta["region"].stop
         path = ds.table.volume(meta["volume_index"]).image_path
         assert catalog.site_of[path] == meta["site"]
         assert catalog.subject[path] == meta["subject_id"]
@@ -97,7 +97,7 @@ def test_slices_are_2d_with_a_3x3_affine(catalog, table) -> None:
     z, _, x = table.volume(sample["meta"]["volume_index"]).shape
     assert sample["image"].shape == (1, z, x) and "label" not in sample
     assert sample["meta"]["affine"].shape == (3, 3) and len(sample["meta"]["spacing"]) == 2
-    (start, _stop) = sample["meta"]["region"]
+    start = sample["meta"]["region"].start
     path = table.volume(sample["meta"]["volume_index"]).image_path
     plane = _volume_truth(catalog, sample["meta"]["site"], path)[:, start[1], :]
     assert np.array_equal(sample["image"][0].numpy(), plane)
@@ -171,14 +171,12 @@ def test_exact_resume_with_another_number_of_workers(catalog, table) -> None:
     assert resumed.state_dict()["consumed"] == len(resumed)
     # the next epoch is another order of other samples
     resumed.set_epoch(3)
-    boxes = [(b["meta"]["volume_index"], b["meta"]["region"]) for b in whole]
-    again = [(b["meta"]["volume_index"], b["meta"]["region"]) for b in resumed.loader(batch_size=2)]
-    assert again != boxes
+    assert _boxes(resumed.loader(batch_size=2)) != _boxes(whole)
 
 
 def _boxes(batches) -> list[tuple]:
     return [
-        (v, tuple(map(tuple, r)))
+        (v, r.start, r.stop)
         for b in batches
         for v, r in zip(b["meta"]["volume_index"], b["meta"]["region"], strict=True)
     ]
@@ -259,16 +257,19 @@ def test_bad_input_is_refused_before_any_worker_starts(catalog, atlas, table) ->
 
 
 def test_grid_predictions_stitch_back_into_each_volume_with_its_affine(catalog, table) -> None:
-    ds = AtlasDataset(table, GridSampler((8, 16, 16), overlap=0.5), stores=catalog.stores)
-    stitched = GridAggregator(table)
+    reader = Reader(catalog.stores)
+    ds = AtlasDataset(table, GridSampler((8, 16, 16), overlap=0.5), reader=reader)
+    stitched = {
+        v: GridAggregator.for_image(reader.info(table.volume(v).ref())) for v in range(len(table))
+    }
     for batch in ds.loader(batch_size=4):
-        stitched.add(batch["image"].float(), batch["meta"])  # an identity "model"
-    assert stitched.volumes == list(range(len(table)))
-    for v in stitched.volumes:
+        meta = batch["meta"]
+        for i, v in enumerate(meta["volume_index"]):  # an identity "model"
+            stitched[v].add(meta["region"][i], batch["image"][i].float())
+    for v, aggregator in stitched.items():
         volume = table.volume(v)
-        prediction, affine = stitched.result(v)
+        out = aggregator.result()
         image = open_image(catalog.stores[volume.site], volume.image_path)
-        assert np.array_equal(prediction[0], image.read(0).astype(np.float32))
-        assert np.allclose(affine, image.metadata.affine)
-    with pytest.raises(InvalidInput, match="no prediction"):
-        GridAggregator(table).result(0)
+        assert out.complete
+        assert np.array_equal(out.data[0], image.read(0).astype(np.float32))
+        assert np.allclose(out.affine, image.metadata.affine)

@@ -21,7 +21,10 @@ _EXPORTS = {
     "ReadRequest": "atlas.read.request",
     "Reader": "atlas.read.reader",
     "Region": "atlas.read.request",
+    "credential_variables": "atlas.read.dask",
     "in_flight_for": "atlas.read.concurrency",
+    "refs_from_rows": "atlas.read.dask",
+    "to_dask": "atlas.read.dask",
 }
 
 __all__ = sorted(_EXPORTS)

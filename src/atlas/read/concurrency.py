@@ -1,23 +1,29 @@
-"""How many chunk reads to keep in flight per site, from the site's measured round-trip time.
+"""How many shard reads to keep in flight per site, from the site's measured round-trip time.
 
-A reader is busy either waiting for bytes or decoding them. With ``c`` cores, each decoding
-one inner chunk in ``s`` seconds of CPU, the process can consume ``c / s`` chunks per second.
-To keep the cores fed, requests must be waiting in the network for the whole round trip
-``L``; by Little's law (items in a system = arrival rate x time in the system), that needs
-``c / s * L`` requests in flight, plus ``c`` being decoded:
+A reader is busy either waiting for bytes or decoding them. With ``c`` cores, each spending
+``s`` seconds of CPU on one shard read (decoding the inner chunks a patch needs from one
+shard and copying them out), the process can consume ``c / s`` reads per second. To keep the
+cores fed, reads must be waiting in the network for the whole round trip ``L``; by Little's law
+(items in a system = arrival rate x time in the system) that needs ``c / s * L`` reads in
+flight, plus the ``c`` being decoded:
 
 ``in_flight = ceil(c * (1 + L / s))``, clamped to ``[MIN_IN_FLIGHT, MAX_IN_FLIGHT]``.
 
-``s`` is :data:`CHUNK_SERVICE_S` (2 ms: decoding a 32 x 64 x 64 int16 zstd chunk, 256 KiB,
-measured at about 1-2 ms on this project's machines; docs/decisions/0043). A local disk
-(``L`` ~ 0.05 ms) gets ``c`` + 1 (at least 4); a site 20 ms away gets ``11 c`` (22 on two
-cores); 60 ms gets ``31 c``. The budget counts inner chunks, not requests: a whole-volume read
-weighs as many chunks as it touches (:class:`atlas.read.plan.PlannedRead`), so a few large reads
-and many small ones load the site alike.
+``s`` is :data:`READ_SERVICE_S` (1 ms: the tensorstore engine reads about 2,000 patches of 32^3
+int16 per second from a local disk on 2 cores, docs/decisions/0043). A local disk (``L`` ~
+0.05 ms) gets the floor, :data:`MIN_IN_FLIGHT`; a site 20 ms away gets ``21 c`` (42 on two
+cores, 336 on sixteen); 60 ms gets ``61 c``. The floor is there because tensorstore coalesces
+the reads of one shard issued in one batch: on loopback SeaweedFS, 4 reads in flight gave
+170 patches/s, 32 gave 358 (decision 0043).
 
-``L`` is the fastest of :data:`LATENCY_SAMPLES` small GETs of the image's metadata, made
-through the engine's own path on the site's first read (the first GET also pays for the
-connection, hence the minimum).
+The budget counts shard reads, not requests: a read weighs the number of shard objects it
+touches (:attr:`atlas.read.plan.PlannedRead.gets`), so a whole-volume read counts as many
+reads as it has shards.
+
+``L`` is the fastest of :data:`LATENCY_SAMPLES` small GETs made through the engine's own path
+on the site's first use (the first GET also pays for the connection, hence the minimum). It is
+the unloaded round trip: a store whose server shares this machine's CPUs answers slower under
+load, and may be better served by a larger fixed ``concurrency``.
 """
 
 from __future__ import annotations
@@ -31,22 +37,22 @@ from typing import Any
 from atlas.errors import InvalidInput
 
 __all__ = [
-    "CHUNK_SERVICE_S",
     "LATENCY_SAMPLES",
     "MAX_IN_FLIGHT",
     "MIN_IN_FLIGHT",
+    "READ_SERVICE_S",
     "available_cores",
     "check_concurrency",
     "in_flight_for",
     "measure_latency",
 ]
 
-#: CPU seconds to decode one inner chunk (the ``s`` of the formula)
-CHUNK_SERVICE_S = 0.002
-#: the fewest chunk reads kept in flight (a local disk still overlaps a few reads)
-MIN_IN_FLIGHT = 4
-#: the most chunk reads kept in flight per site (memory: each holds a compressed chunk)
-MAX_IN_FLIGHT = 256
+#: CPU seconds one shard read costs (the ``s`` of the formula)
+READ_SERVICE_S = 0.001
+#: the fewest shard reads kept in flight (tensorstore coalesces the reads of a batch)
+MIN_IN_FLIGHT = 16
+#: the most shard reads kept in flight per site (memory: each holds its compressed bytes)
+MAX_IN_FLIGHT = 512
 #: small GETs timed to estimate a site's round trip
 LATENCY_SAMPLES = 3
 
@@ -60,9 +66,9 @@ def available_cores() -> int:
 
 
 def in_flight_for(
-    latency_s: float, *, cores: int | None = None, service_s: float = CHUNK_SERVICE_S
+    latency_s: float, *, cores: int | None = None, service_s: float = READ_SERVICE_S
 ) -> int:
-    """Chunk reads to keep in flight for a site ``latency_s`` seconds away (see module doc).
+    """Shard reads to keep in flight for a site ``latency_s`` seconds away (see module doc).
 
     Parameters
     ----------
@@ -71,7 +77,7 @@ def in_flight_for(
     cores
         CPU cores decoding (default: those available to the process).
     service_s
-        CPU seconds to decode one chunk.
+        CPU seconds one shard read costs.
 
     Returns
     -------

@@ -1,7 +1,7 @@
 """What a read engine does, and what every engine shares: the in-flight window and error mapping.
 
 An engine reads, for one site, the planned boxes of :mod:`atlas.read.plan`, shard group by
-shard group, with at most ``limit`` inner chunks in flight (the budget of
+shard group, with at most ``limit`` shard reads in flight (the budget of
 :mod:`atlas.read.concurrency`): every read of a group is issued before any is awaited, and the
 oldest read is awaited only when the next group would exceed the budget. It returns the raw
 boxes (stored dtype, clipped to the level); the :class:`~atlas.read.Reader` pads and casts.
@@ -27,7 +27,14 @@ from atlas.read.plan import PlannedRead
 from atlas.read.request import Engine, ImageRef
 from atlas.storage import RetryPolicy, Store
 
-__all__ = ["NodeOf", "ProcessCache", "ReadEngine", "locate_error", "tensorstore_error"]
+__all__ = [
+    "NodeOf",
+    "ProcessCache",
+    "ReadEngine",
+    "batches",
+    "locate_error",
+    "tensorstore_error",
+]
 
 #: the opened image (or label image) of a ref, from the reader's per-process cache
 NodeOf = Callable[[ImageRef], OmeImage | OmeLabel]
@@ -112,6 +119,27 @@ def tensorstore_error(
     return CorruptData(f"{where}store {store.url}: {what} failed: {text[:300]}", **kw)
 
 
+def batches(groups: Sequence[list[PlannedRead]], limit: int) -> list[list[PlannedRead]]:
+    """``groups`` cut so that no batch weighs more than ``limit`` shard reads.
+
+    Reads of one shard stay together (in order) as far as the budget allows; a single read
+    heavier than the budget (a whole volume) is a batch of its own.
+    """
+    out: list[list[PlannedRead]] = []
+    for group in groups:
+        batch: list[PlannedRead] = []
+        weight = 0
+        for planned in group:
+            if batch and weight + planned.gets > limit:
+                out.append(batch)
+                batch, weight = [], 0
+            batch.append(planned)
+            weight += planned.gets
+        if batch:
+            out.append(batch)
+    return out
+
+
 class ReadEngine(ABC):
     """Reads planned boxes of one site's arrays (see the module docstring)."""
 
@@ -127,7 +155,7 @@ class ReadEngine(ABC):
         retry: RetryPolicy | None,
         node_of: NodeOf,
     ) -> dict[int, np.ndarray]:
-        """The boxes of ``groups`` (by :attr:`PlannedRead.index`), ``limit`` chunks in flight.
+        """The boxes of ``groups`` (by :attr:`PlannedRead.index`), ``limit`` shard reads in flight.
 
         Raises
         ------

@@ -20,7 +20,7 @@ import numpy as np
 
 from atlas.errors import InvalidInput
 from atlas.ome import LevelInfo, OmeImage
-from atlas.read.request import ImageRef
+from atlas.read.request import ImageRef, ReadRequest
 
 __all__ = ["ImageInfo", "Patch", "image_info"]
 
@@ -173,7 +173,7 @@ class Patch:
 
     data: np.ndarray
     affine: np.ndarray
-    request: Any
+    request: ReadRequest
     spacing: tuple[float, ...]
     origin: tuple[float, ...]
     direction: np.ndarray

@@ -2,7 +2,7 @@
 
 A :class:`PlannedRead` says, for one request, which box of the stored array to read (the part
 of the region inside the level), where it goes in the output (the rest is fill), how many
-inner chunks it touches (its weight in the in-flight budget, see
+shard objects it touches (its weight in the in-flight budget, see
 :mod:`atlas.read.concurrency`) and which shard it starts in. :func:`shard_groups` orders the
 reads of one site so that reads of the same shard object are issued together: tensorstore then
 fetches that shard's index once and coalesces the byte ranges of its chunks.
@@ -46,6 +46,9 @@ class PlannedRead:
         Whether part of the output is fill.
     chunks
         Inner chunks the read touches (0 when nothing is read).
+    gets
+        Shard objects the read touches: the read's weight in the in-flight budget (tensorstore
+        reads the touched chunks of one shard with one coalesced request).
     shard
         Grid index of the shard holding the first voxel read (for grouping).
     """
@@ -58,6 +61,7 @@ class PlannedRead:
     padded: bool
     chunks: int
     shard: tuple[int, ...]
+    gets: int = 0
 
     @property
     def array_key(self) -> tuple[ImageRef, int]:
@@ -139,7 +143,8 @@ def plan_read(
         (b - 1) // c - a // c + 1 for (a, b), c in zip(inside, lv.chunks, strict=True)
     )
     shard = tuple(a // s for (a, _), s in zip(inside, lv.shards, strict=True))
-    return PlannedRead(index, resolved, info, source, target, not whole, chunks, shard)
+    gets = math.prod((b - 1) // s - a // s + 1 for (a, b), s in zip(inside, lv.shards, strict=True))
+    return PlannedRead(index, resolved, info, source, target, not whole, chunks, shard, gets)
 
 
 def out_dtype(request: ReadRequest, info: ImageInfo) -> np.dtype[Any]:

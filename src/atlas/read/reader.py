@@ -111,7 +111,7 @@ class Reader:
         self._nodes: dict[ImageRef, OmeImage | OmeLabel] = {}
         self._infos: dict[ImageRef, ImageInfo] = {}
         self._in_flight: dict[str, int] = {}
-        self._site_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._site_locks: dict[str, threading.Lock] = {}
 
     # -- pickling: stores and options only -------------------------------------------------
     def options(self) -> dict[str, Any]:
@@ -222,7 +222,9 @@ class Reader:
             self.store(site)
             return self.concurrency
         store = self.store(site)
-        with self._site_locks[site]:
+        with self._lock:
+            site_lock = self._site_locks.setdefault(site, threading.Lock())
+        with site_lock:
             if site not in self._in_flight:
                 latency = self._engine(site).latency(store, LATENCY_KEY)
                 self._in_flight[site] = in_flight_for(latency)

@@ -9,7 +9,7 @@
   a :class:`~atlas.read.engine.ProcessCache` keyed by store location and array path.
 - **Batched, bounded.** Each shard group is issued as one ``tensorstore.Batch`` (tensorstore
   then reads that shard's index once and coalesces its chunks' byte ranges); groups are
-  issued one after the other without waiting, until ``limit`` chunks are in flight; only then
+  issued one after the other without waiting, until ``limit`` shard reads are in flight; only then
   is the oldest read awaited.
 - **Retries.** A read that fails with :class:`~atlas.errors.StoreUnavailable` (each attempt
   bounded by the site's deadline, :func:`atlas.storage.timeouts.ts_result`) is issued again
@@ -27,7 +27,7 @@ import numpy as np
 
 from atlas.errors import StoreUnavailable
 from atlas.read.concurrency import MAX_IN_FLIGHT, available_cores, measure_latency
-from atlas.read.engine import NodeOf, ProcessCache, ReadEngine, tensorstore_error
+from atlas.read.engine import NodeOf, ProcessCache, ReadEngine, batches, tensorstore_error
 from atlas.read.plan import PlannedRead
 from atlas.read.request import Engine
 from atlas.storage import RetryPolicy, Store
@@ -78,8 +78,12 @@ class TensorstoreEngine(ReadEngine):
 
         return self._handles.get(("context", store.location), make)
 
-    def array(self, store: Store, path: str) -> Any:
-        """The tensorstore handle of the zarr array at ``path`` (opened once per process)."""
+    def array(self, store: Store, path: str, version: Any = None) -> Any:
+        """The tensorstore handle of the zarr array at ``path`` (opened once per process).
+
+        ``version`` (the level's metadata) is part of the key: an image written again with
+        another shape is opened again.
+        """
 
         def make() -> Any:
             spec = {"driver": "zarr3", "kvstore": store.kvstore_spec(path)}
@@ -90,7 +94,7 @@ class TensorstoreEngine(ReadEngine):
             except Exception as exc:
                 raise tensorstore_error(exc, store, f"opening array {path!r}") from exc
 
-        return self._handles.get(("array", store.location, path), make)
+        return self._handles.get(("array", store.location, path, version), make)
 
     def latency(self, store: Store, key: str) -> float:
         """Fastest of a few tensorstore GETs of ``key`` (a small metadata object)."""
@@ -118,15 +122,15 @@ class TensorstoreEngine(ReadEngine):
         def finish() -> None:
             nonlocal in_flight
             planned, arr, future = pending.popleft()
-            in_flight -= planned.chunks
+            in_flight -= planned.gets
             out[planned.index] = self._result(store, planned, arr, future, retry, node_of)
 
         try:
-            for group in groups:
-                weight = sum(p.chunks for p in group)
+            for group in batches(groups, limit):
+                weight = sum(p.gets for p in group)
                 while pending and in_flight + weight > limit:
                     finish()
-                arrays = [self.array(store, _array_path(node_of, p)) for p in group]
+                arrays = [self.array(store, *_array_path(node_of, p)) for p in group]
                 with ts.Batch() as batch:
                     for planned, arr in zip(group, arrays, strict=True):
                         pending.append((planned, arr, arr[planned.source].read(batch=batch)))
@@ -169,7 +173,8 @@ class TensorstoreEngine(ReadEngine):
         self._parent = None
 
 
-def _array_path(node_of: NodeOf, planned: PlannedRead) -> str:
-    """The store path of the array a planned read reads (image or label, its level)."""
+def _array_path(node_of: NodeOf, planned: PlannedRead) -> tuple[str, Any]:
+    """The path and metadata of the array a planned read reads (image or label, its level)."""
     node = node_of(planned.request.image)
-    return f"{node.path}/{node.levels[planned.request.level].path}"
+    level = node.levels[planned.request.level]
+    return f"{node.path}/{level.path}", level

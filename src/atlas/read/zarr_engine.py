@@ -3,7 +3,7 @@
 Each level is opened once per process as a zarr ``AsyncArray`` on the store's wrapped zarr
 store (:meth:`atlas.storage.Store.zarr_store`: error translation, injected latency and
 faults, retries per the store's policy). Reads run as asyncio tasks on zarr's event loop,
-shard group after shard group, with at most ``limit`` chunks in flight; every read of a group
+shard group after shard group, with at most ``limit`` shard reads in flight; every read of a group
 starts before any is awaited. It also reads process-local (``memory://``) stores, which
 tensorstore cannot see.
 """
@@ -20,7 +20,7 @@ from zarr.core.sync import sync
 
 from atlas.errors import AtlasError
 from atlas.read.concurrency import measure_latency
-from atlas.read.engine import NodeOf, ProcessCache, ReadEngine, locate_error
+from atlas.read.engine import NodeOf, ProcessCache, ReadEngine, batches, locate_error
 from atlas.read.plan import PlannedRead
 from atlas.read.request import Engine
 from atlas.storage import RetryPolicy, Store
@@ -47,9 +47,10 @@ class ZarrEngine(ReadEngine):
     def array(self, node_of: NodeOf, planned: PlannedRead) -> Any:
         """The level's zarr ``AsyncArray`` (opened once per process)."""
         node = node_of(planned.request.image)
-        path = f"{node.path}/{node.levels[planned.request.level].path}"
+        level = node.levels[planned.request.level]
+        path = f"{node.path}/{level.path}"
         st = node.store  # the wrapper settings are part of the key: they change what a read does
-        key = (st.location, st.retry, st.latency, st.faults, path)
+        key = (st.location, st.retry, st.latency, st.faults, path, level)
         return self._arrays.get(key, lambda: node.array(planned.request.level).async_array)
 
     def latency(self, store: Store, key: str) -> float:
@@ -86,15 +87,15 @@ class ZarrEngine(ReadEngine):
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     planned = tasks.pop(task)
-                    in_flight -= planned.chunks
+                    in_flight -= planned.gets
                     result = task.result()
                     if isinstance(result, BaseException):
                         failed.append((planned, result))
                     else:
                         out[planned.index] = result
 
-            for group in groups:
-                weight = sum(p.chunks for p in group)
+            for group in batches(groups, limit):
+                weight = sum(p.gets for p in group)
                 while tasks and in_flight + weight > limit and not failed:
                     await collect()
                 if failed:

@@ -488,7 +488,7 @@ class AtlasDataset(IterableDataset):
             "volume_index": spec.volume,
             "index": spec.index,
             "epoch": epoch.epoch,
-            "region": (spec.start, spec.stop),
+            "region": spec.region,
             "level": spec.level,
             "label_image": spec.label,
             "affine": affine,
