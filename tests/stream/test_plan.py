@@ -145,3 +145,17 @@ def test_bad_sources_are_refused(atlas) -> None:
         plan_epochs("site-a")  # type: ignore[arg-type]
     with pytest.raises(InvalidInput):
         plan_epochs(atlas, "no_such_column == 1")
+
+
+def test_volumes_and_samples_name_what_to_read(table) -> None:
+    read = pytest.importorskip("atlas.read")
+    from atlas.stream import EpochPlan, PatchSampler
+
+    vol = table.volume(0)
+    assert vol.ref() == read.ImageRef(vol.site, vol.image_path)
+    assert vol.ref(vol.labels[0]).label == vol.labels[0]
+    with pytest.raises(InvalidInput, match="no label image 'nope'"):
+        vol.ref("nope")
+    spec = EpochPlan(table, PatchSampler(8, labels=True))[0]
+    assert spec.region == read.Region(spec.start, spec.stop)
+    assert spec.label == table.volume(spec.volume).labels[0]

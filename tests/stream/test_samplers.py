@@ -213,3 +213,18 @@ def test_patches_always_have_the_size_and_touch_the_volume(shapes, size, seed, e
                 assert a >= 0 and b <= n
             else:  # centred, padded on both sides
                 assert a <= 0 and b >= n
+
+
+def test_level_one_uses_the_pyramid_rule() -> None:
+    table = table_from([(8, 600, 600), (6, 520, 400)], [(0, "t", (2, 100, 200), (4, 110, 220), 9)],
+                       levels=2)  # fmt: skip
+    specs = PatchSampler((4, 32, 32), per_volume=50, level=1, pad=False).samples(table, 0, 0)
+    for s in specs:  # y and x halve, z (1.5 mm against 0.7 mm in plane) does not
+        shape = [(8, 300, 300), (6, 260, 200)][s.volume]
+        inside = zip(s.start, s.stop, shape, strict=True)
+        assert s.level == 1 and all(a >= 0 and b <= n for a, b, n in inside)
+    positives = BalancedSampler((2, 4, 4), labels=["t"], positive=1.0, per_volume=50, level=1)
+    for s in positives.samples(table, 0, 0):
+        if s.volume == 0:  # the box (2..4, 100..110, 200..220) at level 1: (2..4, 50..55, 100..110)
+            centre = (s.start[0] + 1, s.start[1] + 2, s.start[2] + 2)
+            assert 2 <= centre[0] < 4 and 50 <= centre[1] < 55 and 100 <= centre[2] < 110

@@ -89,12 +89,13 @@ def _write_site(store: Store, site: str, n_images: int, seed: int) -> dict[str, 
         subj = pa.array([subjects[i] for i in idx]).take(
             pa.array(np.repeat(np.arange(idx.size), counts))
         )
-        z = np.concatenate([np.arange(c) for c in counts]) if rows else np.zeros(0, np.int64)
         half = (
             np.concatenate([np.arange(c) * SERIES_PER_SUBJECT // max(c, 1) for c in counts])
             if rows
             else np.zeros(0, np.int64)
         )
+        # slice number within its series, and the number of slices of that series
+        z, series_len = _series_positions(counts, half)
         series = pc.binary_join_element_wise(subj, pa.array(half.astype(str)), "-")
         image_id = pc.binary_join_element_wise(series, pa.array(z.astype(str)), "/")
         collection = COLLECTIONS[rng.integers(0, COLLECTIONS.size, idx.size)]
@@ -158,8 +159,10 @@ def _write_site(store: Store, site: str, n_images: int, seed: int) -> dict[str, 
                 notes["image_id"], pa.array(["seg-1/1"] * notes.num_rows), "/"
             ),
         )
-        notes = notes.append_column("label_name", pc.list_flatten(images.filter(mask)["labels"]))
+        names = pc.list_flatten(images.filter(mask)["labels"])
+        notes = notes.append_column("label_name", names)
         notes = notes.append_column("voxel_count", pa.array(rng.integers(10, 5000, notes.num_rows)))
+        notes = _with_label_boxes(notes, names, rng)
         first = pc.equal(images["z_index"], 0)
         series_t = images.filter(first).select(
             [
@@ -178,6 +181,7 @@ def _write_site(store: Store, site: str, n_images: int, seed: int) -> dict[str, 
                 "consent",
             ]
         )
+        series_t = _with_volume_columns(series_t, series_len[np.asarray(first)])
         for table, data in (("series", series_t), ("images", images), ("annotations", notes)):
             import io
 
@@ -208,6 +212,64 @@ def _write_site(store: Store, site: str, n_images: int, seed: int) -> dict[str, 
         "shards": n_shards,
         "bytes": sum(manifest["tables"][t]["bytes"] for t in layout.TABLES),
     }
+
+
+def _series_positions(counts: Any, half: Any) -> tuple[Any, Any]:
+    """Per image row: its slice number within its series, and that series' slice count."""
+    z = np.empty(half.size, dtype=np.int64)
+    length = np.empty(half.size, dtype=np.int64)
+    at = 0
+    for c in counts:
+        h = half[at : at + c]
+        first = np.searchsorted(h, h)  # index of each series' first slice (h is sorted)
+        z[at : at + c] = np.arange(c) - first
+        length[at : at + c] = np.bincount(h)[h]
+        at += c
+    return z, length
+
+
+def _with_volume_columns(series: Any, size_z: Any) -> Any:
+    """The series table's geometry columns (what a training plan reads): 512 x 512 CT."""
+    import pyarrow as pa
+
+    n = series.num_rows
+    extra = {
+        "size_z": pa.array(size_z.astype(np.int32)),
+        "size_y": pa.array(np.full(n, 512, np.int32)),
+        "size_x": pa.array(np.full(n, 512, np.int32)),
+        "spacing_z": pa.array(np.full(n, 1.5, np.float32)),
+        "spacing_y": pa.array(np.full(n, 0.7, np.float32)),
+        "spacing_x": pa.array(np.full(n, 0.7, np.float32)),
+        "levels": pa.array(np.full(n, 2, np.int32)),
+        "channels": pa.array(np.ones(n, np.int32)),
+        "dtype": pa.array(["int16"] * n),
+        "labels": pa.array([["seg-1"]] * n, type=pa.list_(pa.string())),
+    }
+    for name, column in extra.items():
+        series = series.append_column(name, column)
+    return series
+
+
+def _with_label_boxes(notes: Any, names: Any, rng: np.random.Generator) -> Any:
+    """Label image, value and per-slice bounding box of each annotation row."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = notes.num_rows
+    value = pc.index_in(names, pa.array(LABELS)).to_numpy(zero_copy_only=False) + 1
+    y0, x0 = rng.integers(0, 400, n), rng.integers(0, 400, n)
+    h, w = rng.integers(5, 100, n), rng.integers(5, 100, n)
+    extra = {
+        "label_image": pa.array(["seg-1"] * n),
+        "label_value": pa.array(value.astype(np.int32)),
+        "bbox_y0": pa.array(y0.astype(np.int32)),
+        "bbox_x0": pa.array(x0.astype(np.int32)),
+        "bbox_y1": pa.array((y0 + h).astype(np.int32)),
+        "bbox_x1": pa.array((x0 + w).astype(np.int32)),
+    }
+    for name, column in extra.items():
+        notes = notes.append_column(name, column)
+    return notes
 
 
 def _percentiles(samples: list[float]) -> tuple[float, float]:

@@ -416,8 +416,13 @@ class Atlas:
         """A cursor on the site's DuckDB database (one per site, kept: caches stay warm)."""
         with self._lock:
             db = self._dbs.get(site.name)
-            if db is None:
-                db = self._dbs[site.name] = connect(site.store, threads=2)
+        if db is None:
+            # connect outside the lock: a federated query opens every site's database at once
+            made = connect(site.store, threads=2)
+            with self._lock:
+                db = self._dbs.setdefault(site.name, made)
+            if db is not made:
+                made.close()
         return db.cursor()
 
     def _reachable(self) -> list[SiteIndex]:

@@ -51,8 +51,8 @@ class EpochOrder:
         ``False``: storage order (inference, evaluation).
     """
 
-    block: int = 32
-    buffer: int = 4096
+    block: int = 16
+    buffer: int = 256
     shuffle: bool = True
 
     def __post_init__(self) -> None:

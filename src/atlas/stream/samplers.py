@@ -323,15 +323,20 @@ class BalancedSampler(_Base):
         eligible = np.nonzero(wanted)[0]  # sorted by volume (the table's box order)
         first = np.searchsorted(table.box_volume[eligible], np.arange(len(table) + 1))
         n_boxes = np.diff(first)
-        images = table.box_image.take(eligible).to_pylist() if eligible.size else []
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        images = table.box_image.take(pa.array(eligible, pa.int64()))
+        distinct = pc.unique(images).to_pylist() if eligible.size else []
         per = np.full(len(table), self.per_volume, dtype=np.int64)
-        plan = self._new_plan(table, seed, epoch, per, extra_images=images)
-        code = {name: i for i, name in enumerate(plan.context["label_images"])}
+        plan = self._new_plan(table, seed, epoch, per, extra_images=distinct)
+        names = pa.array(plan.context["label_images"], pa.string())
+        box_codes = pc.index_in(images, value_set=names).to_numpy(zero_copy_only=False)
         plan.context.update(
             eligible=eligible,
             box_first=first[:-1],
             box_count=n_boxes,
-            box_image=np.array([code[x] for x in images], dtype=np.int64),
+            box_image=np.asarray(box_codes, dtype=np.int64).reshape(-1),
         )
         self._check_fits(plan.context["shapes"], np.asarray(self.size), table)
         volumes_with = {

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from atlas.errors import InvalidInput
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["DEFAULT_FRACTIONS", "Split"]
 
@@ -87,19 +90,27 @@ class Split:
 
     def of(self, subject_id: str) -> str:
         """The split of one pseudonymous subject id."""
-        u = _unit(self.salt, subject_id)
-        edge = 0.0
-        last = self.names[-1]
-        for name, fraction in self.fractions.items():
-            edge += fraction
-            if u < edge and fraction > 0:
-                return name
-        # rounding left u above the last edge: the last split with a positive fraction
-        return next((n for n in reversed(self.names) if self.fractions[n] > 0), last)
+        return self.names[int(self._codes([_unit(self.salt, subject_id)])[0])]
+
+    def _codes(self, units: Sequence[float]) -> np.ndarray:
+        """Split index of each unit number: the interval of ``[0, 1)`` it falls in."""
+        import numpy as np
+
+        edges = np.cumsum(list(self.fractions.values()))
+        codes = np.searchsorted(edges, np.asarray(units, dtype=np.float64), side="right")
+        # rounding can leave a number above the last edge: the last split with a fraction
+        last = max(i for i, f in enumerate(self.fractions.values()) if f > 0)
+        return np.minimum(codes, last)
+
+    def codes(self, subject_ids: Sequence[str]) -> np.ndarray:
+        """Index into :attr:`names` of each subject id's split (vectorised :meth:`of`)."""
+        return self._codes([_unit(self.salt, s) for s in subject_ids])
 
     def assign(self, subject_ids: Iterable[str]) -> dict[str, str]:
         """Subject id → split name for every distinct id given."""
-        return {s: self.of(s) for s in dict.fromkeys(subject_ids)}
+        unique = list(dict.fromkeys(subject_ids))
+        names = self.names
+        return {s: names[int(c)] for s, c in zip(unique, self.codes(unique), strict=True)}
 
     def params(self) -> dict[str, Any]:
         """JSON-able parameters (for a stream's state)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, overload
 
@@ -42,7 +43,7 @@ _BOX_COLUMNS = (
 _BOX_SELECT = (
     "site, series_id, volume, label_image, label_value, label_name AS label_name, "
     "min(z_index) AS z0, max(z_index) + 1 AS z1, min(bbox_y0) AS y0, max(bbox_y1) AS y1, "
-    "min(bbox_x0) AS x0, max(bbox_x1) AS x1, sum(voxel_count) AS voxels"
+    "min(bbox_x0) AS x0, max(bbox_x1) AS x1, sum(voxel_count)::BIGINT AS voxels"
 )
 _BOX_GROUP = "GROUP BY site, series_id, volume, label_image, label_value, label_name"
 
@@ -147,50 +148,25 @@ class VolumeTable:
         counts: PlanCounts | None = None,
     ) -> None:
         import pyarrow as pa
+        import pyarrow.compute as pc
 
+        volumes, boxes = volumes.combine_chunks(), boxes.combine_chunks()
         self.arrow: pa.Table = volumes
-        n = volumes.num_rows
-        self.shapes = (
-            np.stack(
-                [volumes[c].to_numpy(zero_copy_only=False) for c in ("size_z", "size_y", "size_x")],
-                axis=1,
-            )
-            .astype(np.int64)
-            .reshape(n, 3)
-        )
-        self.spacings = (
-            np.stack(
-                [
-                    volumes[c].to_numpy(zero_copy_only=False)
-                    for c in ("spacing_z", "spacing_y", "spacing_x")
-                ],
-                axis=1,
-            )
-            .astype(np.float64)
-            .reshape(n, 3)
-        )
-        self.levels = volumes["levels"].to_numpy(zero_copy_only=False).astype(np.int64)
-        m = boxes.num_rows
-        self.box_volume = boxes["volume_index"].to_numpy(zero_copy_only=False).astype(np.int64)
-        self.box_start = (
-            np.stack([boxes[c].to_numpy(zero_copy_only=False) for c in ("z0", "y0", "x0")], axis=1)
-            .astype(np.int64)
-            .reshape(m, 3)
-        )
-        self.box_stop = (
-            np.stack([boxes[c].to_numpy(zero_copy_only=False) for c in ("z1", "y1", "x1")], axis=1)
-            .astype(np.int64)
-            .reshape(m, 3)
-        )
-        self.box_voxels = boxes["voxels"].to_numpy(zero_copy_only=False).astype(np.int64)
-        self.box_value = boxes["label_value"].to_numpy(zero_copy_only=False).astype(np.int64)
-        names = boxes["label_name"].to_pylist()
-        self.label_names: tuple[str, ...] = tuple(sorted(set(names)))
-        code = {name: i for i, name in enumerate(self.label_names)}
-        self.box_label = np.array([code[x] for x in names], dtype=np.int64)
+        self.shapes = _columns(volumes, ("size_z", "size_y", "size_x"), np.int64)
+        self.spacings = _columns(volumes, ("spacing_z", "spacing_y", "spacing_x"), np.float64)
+        self.levels = _columns(volumes, ("levels",), np.int64)[:, 0]
+        self.box_volume = _columns(boxes, ("volume_index",), np.int64)[:, 0]
+        self.box_start = _columns(boxes, ("z0", "y0", "x0"), np.int64)
+        self.box_stop = _columns(boxes, ("z1", "y1", "x1"), np.int64)
+        self.box_voxels = _columns(boxes, ("voxels",), np.int64)[:, 0]
+        self.box_value = _columns(boxes, ("label_value",), np.int64)[:, 0]
+        names = boxes["label_name"]
+        self.label_names: tuple[str, ...] = tuple(sorted(pc.unique(names).to_pylist()))
+        codes = pc.index_in(names, value_set=pa.array(self.label_names, pa.string()))
+        self.box_label = codes.to_numpy(zero_copy_only=False).astype(np.int64)
         self.box_image: pa.Array = boxes["label_image"].combine_chunks()
         self.versions = dict(versions or {})
-        self.counts = counts or PlanCounts(volumes=n, boxes=m)
+        self.counts = counts or PlanCounts(volumes=volumes.num_rows, boxes=boxes.num_rows)
         self._boxes_arrow = boxes
 
     # -- construction ---------------------------------------------------------------------
@@ -212,44 +188,45 @@ class VolumeTable:
         are matched to their volume; boxes that cover nothing (no voxels) are counted and
         dropped.
         """
-        import duckdb
         import pyarrow as pa
+        import pyarrow.compute as pc
 
         split = split or Split()
         missing = [c for c in _VOLUME_COLUMNS if c not in volumes.column_names]
         if missing:
             raise InvalidInput(f"volume table lacks columns {missing}")
-        con = duckdb.connect()
-        try:
-            con.register("vol_in", volumes.select(list(_VOLUME_COLUMNS)))
-            vols = con.sql(
-                "SELECT * FROM vol_in WHERE size_z IS NOT NULL AND size_y IS NOT NULL "
-                "AND size_x IS NOT NULL ORDER BY site, image_path, volume, series_id"
-            ).to_arrow_table()
-            subjects = vols["subject_id"].to_pylist()
-            assigned = split.assign(subjects)
-            vols = vols.append_column("split", pa.array([assigned[s] for s in subjects]))
-            vols = vols.append_column("volume_index", pa.array(np.arange(vols.num_rows)))
-            if boxes is None or boxes.num_rows == 0:
-                raw = pa.table({c: pa.array([], pa.int64()) for c in _BOX_COLUMNS})
-                raw = raw.set_column(0, "site", pa.array([], pa.string()))
-                raw = raw.set_column(1, "series_id", pa.array([], pa.string()))
-                raw = raw.set_column(3, "label_image", pa.array([], pa.string()))
-                raw = raw.set_column(5, "label_name", pa.array([], pa.string()))
-            else:
-                raw = boxes.select(list(_BOX_COLUMNS))
-            con.register("box_in", raw)
-            con.register("vols", vols)
-            matched = con.sql(
-                "SELECT v.volume_index, b.* FROM box_in b JOIN vols v "
-                "USING (site, series_id, volume)"
-            ).to_arrow_table()
-            kept = con.sql(
-                "SELECT * FROM matched WHERE voxels > 0 AND z1 > z0 AND y1 > y0 AND x1 > x0 "
-                "ORDER BY volume_index, label_name, label_image, label_value"
-            ).to_arrow_table()
-        finally:
-            con.close()
+        vols = volumes.select(list(_VOLUME_COLUMNS))
+        sized = pc.and_(
+            pc.and_(pc.is_valid(vols["size_z"]), pc.is_valid(vols["size_y"])),
+            pc.is_valid(vols["size_x"]),
+        )
+        vols = vols.filter(sized).sort_by(
+            [(c, "ascending") for c in ("site", "image_path", "volume", "series_id")]
+        )
+        # one hash per subject (not per volume), mapped back onto the volumes
+        subjects = pc.unique(vols["subject_id"])
+        of_subject = pa.array(
+            np.asarray(split.names, dtype=object)[split.codes(subjects.to_pylist())].tolist()
+            if len(subjects)
+            else [],
+            pa.string(),
+        )
+        where = pc.index_in(vols["subject_id"], value_set=subjects)
+        vols = vols.append_column("split", of_subject.take(where))
+        vols = vols.append_column("volume_index", pa.array(np.arange(vols.num_rows)))
+        if boxes is None or boxes.num_rows == 0:
+            raw = _empty_boxes()
+        else:
+            raw = boxes.select(list(_BOX_COLUMNS))
+        keys = vols.select(["site", "series_id", "volume", "volume_index"])
+        raw = raw.cast(_box_schema(raw.schema, keys.schema))
+        matched = raw.join(keys, keys=["site", "series_id", "volume"], join_type="inner")
+        covers = pc.greater(matched["voxels"], 0)
+        for lo, hi in (("z0", "z1"), ("y0", "y1"), ("x0", "x1")):
+            covers = pc.and_(covers, pc.greater(matched[hi], matched[lo]))
+        kept = matched.filter(covers).sort_by(
+            [(c, "ascending") for c in ("volume_index", "label_name", "label_image", "label_value")]
+        )
         counts = PlanCounts(
             volumes=vols.num_rows,
             boxes=kept.num_rows,
@@ -381,6 +358,40 @@ class VolumeTable:
         return h.hexdigest()[:32]
 
 
+def _empty_boxes() -> Any:
+    import pyarrow as pa
+
+    text = {"site", "series_id", "label_image", "label_name"}
+    return pa.table(
+        {c: pa.array([], pa.string() if c in text else pa.int64()) for c in _BOX_COLUMNS}
+    )
+
+
+def _box_schema(boxes: Any, keys: Any) -> Any:
+    """The boxes' schema with the join keys typed as in the volumes (int widths differ)."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            pa.field(f.name, keys.field(f.name).type if f.name in keys.names else f.type)
+            for f in boxes
+        ]
+    )
+
+
+def _columns(table: Any, names: Sequence[str], dtype: Any) -> np.ndarray:
+    """Columns of a pyarrow Table as one ``(rows, len(names))`` numpy array (nulls: 0)."""
+    out = np.zeros((table.num_rows, len(names)), dtype=dtype)
+    for i, name in enumerate(names):
+        col = table[name]
+        if col.null_count:
+            import pyarrow.compute as pc
+
+            col = pc.fill_null(col, 0)
+        out[:, i] = col.to_numpy()
+    return out
+
+
 def _check_purpose(atlas: Atlas) -> None:
     if atlas.purpose != TRAINING_PURPOSE:
         raise InvalidInput(
@@ -449,15 +460,22 @@ def plan_epochs(
         series = Query(atlas, "series", filters=query.filters)
     if where:
         series = series.where(where)
-    vols = series.aggregate(", ".join(_VOLUME_COLUMNS))
-    missing = dict(vols.missing_sites)
+    # the aggregations are independent: run them at once (each fans out over the sites)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        vols_f = pool.submit(series.aggregate, ", ".join(_VOLUME_COLUMNS))
+        notes_f = pool.submit(atlas.annotations.aggregate, _BOX_SELECT, _BOX_GROUP)
+        keys_f = (
+            pool.submit(query.aggregate, "DISTINCT site, series_id, volume")
+            if query is not None and query.table != "series"
+            else None
+        )
+        vols, notes = vols_f.result(), notes_f.result()
+        keys = keys_f.result() if keys_f is not None else None
+    missing = {**vols.missing_sites, **notes.missing_sites}
     volumes = _concat(vols.value)
-    if query is not None and query.table != "series":
-        keys = query.aggregate("DISTINCT site, series_id, volume")
+    if keys is not None:
         missing.update(keys.missing_sites)
         volumes = _semi_join(volumes, _concat(keys.value))
-    notes = atlas.annotations.aggregate(_BOX_SELECT, _BOX_GROUP)
-    missing.update(notes.missing_sites)
     if volumes is None:
         from atlas.records import schemas
 
