@@ -14,19 +14,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from atlas.cli.options import memory_size, output_file
+from atlas.cli.options import SiteOption, SitesOption, StoreOption, memory_size, output_file
 from atlas.errors import AtlasError, InvalidInput
 from atlas.storage import Store
 
 T = TypeVar("T")
 
-SitesOption = typer.Option(None, "--sites", help="sites.toml (default: $ATLAS_SITES).")
-StoreOption = typer.Option(None, "--store", help="A single store URL instead of sites.toml.")
-SiteOption = typer.Option(
-    None,
-    "--site",
-    help="Site name (with --store; default: the site the store records, else 'local').",
-)
 #: The site name of a store that records none yet (nothing ingested into it).
 DEFAULT_SITE = "local"
 

@@ -8,6 +8,9 @@ command with one ``error: ...`` line and exit code 2 before any work starts:
 - :func:`output_file`: a file to write (its folder must exist; it must not be a folder);
 - :func:`shape_3d`: ``z,y,x`` sizes.
 
+:data:`SitesOption`, :data:`StoreOption` and :data:`SiteOption` are the options every command
+that reads the catalog takes.
+
 :class:`AtlasGroup` is the root command class: help shows flags as plain switches (no
 ``<bool>`` value placeholder), and :func:`run` turns usage errors, Atlas errors and unexpected
 exceptions into one line each (tracebacks only with ``--debug`` or ``ATLAS_DEBUG=1``).
@@ -31,6 +34,15 @@ DEBUG_ENV = "ATLAS_DEBUG"
 EXIT_USAGE = 2
 #: exit code of an unexpected internal error
 EXIT_INTERNAL = 3
+
+#: where the sites are: a sites.toml, or one store URL (with --site naming it)
+SitesOption = typer.Option(None, "--sites", help="sites.toml (default: $ATLAS_SITES).")
+StoreOption = typer.Option(None, "--store", help="A single store URL instead of sites.toml.")
+SiteOption = typer.Option(
+    None,
+    "--site",
+    help="Site name (with --store; default: the site the store records, else 'local').",
+)
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(KB|MB|GB)\s*$", re.IGNORECASE)
 

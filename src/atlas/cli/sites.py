@@ -12,12 +12,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from atlas.cli.options import SitesOption
 from atlas.config import Site, load_sites
 from atlas.errors import AtlasError
 
 app = typer.Typer(help="Data providers (sites) from sites.toml (--sites or $ATLAS_SITES).")
-
-SitesOption = typer.Option(None, "--sites", help="sites.toml (default: $ATLAS_SITES).")
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,15 @@ _EXPORTS = {
     "sampler_from_params": "atlas.stream.samplers",
     "shard_for": "atlas.stream.partition",
     "spearman": "atlas.stream.order",
-    # the dataset half adds here: "AtlasDataset", "GridAggregator", "EpochReport"
+    # the dataset half (torch is imported only when one of these is touched)
+    "AtlasDataset": "atlas.stream.dataset",
+    "EpochReport": "atlas.stream.report",
+    "GridAggregator": "atlas.stream.aggregate",
+    "SiteReport": "atlas.stream.report",
+    "StreamLoader": "atlas.stream.loader",
+    "collate_samples": "atlas.stream.collate",
+    "to_device": "atlas.stream.collate",
+    "worker_context": "atlas.stream.loader",
 }
 
 __all__ = sorted(_EXPORTS)
