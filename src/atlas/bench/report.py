@@ -302,6 +302,7 @@ def write_report(
     title: str,
     meta: dict[str, Any],
     plot: PlotSpec | None = None,
+    extra_plots: Mapping[str, PlotSpec] | None = None,
 ) -> dict[str, Path]:
     """Write ``<name>.json``, ``<name>.md`` and (with ``plot``) ``<name>.png`` into ``out_dir``.
 
@@ -322,11 +323,14 @@ def write_report(
         the table.
     plot
         the bar chart to draw, or ``None`` for no PNG.
+    extra_plots
+        more charts by short name, each written as ``<name>-<short name>.png``.
 
     Returns
     -------
     dict[str, Path]
-        ``{"json": ..., "md": ..., "png": ...}`` (``png`` only when plotted).
+        ``{"json": ..., "md": ..., "png": ...}`` (``png`` only when plotted), and
+        ``"png-<short name>"`` for each extra chart.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -360,6 +364,9 @@ def write_report(
     if plot is not None:
         paths["png"] = out_dir / f"{name}.png"
         _plot(paths["png"], rows, plot, title)
+    for key, spec in (extra_plots or {}).items():
+        paths[f"png-{key}"] = out_dir / f"{name}-{key}.png"
+        _plot(paths[f"png-{key}"], rows, spec, title)
     return paths
 
 

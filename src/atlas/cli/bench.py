@@ -1,4 +1,4 @@
-"""`atlas bench ...`: storage and kernel benchmarks (results: JSON, Markdown table, PNG plots)."""
+"""`atlas bench ...`: storage, kernel, ingest, index and stream benchmarks (JSON, Markdown, PNG)."""
 
 from __future__ import annotations
 
@@ -90,5 +90,35 @@ def index(
     from atlas.bench.index import run
 
     paths = run(out=out, images=images, sites=sites, lookups=lookups)
+    for kind, path in paths.items():
+        typer.echo(f"{kind}: {path}")
+
+
+@app.command("stream")
+def stream(
+    out: Path = typer.Option(Path("bench-results/stream"), help="Folder for JSON/Markdown/PNG."),
+    quick: bool = typer.Option(False, help="Tiny volumes, one repeat (smoke run for CI)."),
+    s3: bool = typer.Option(
+        True, help="Also measure a SeaweedFS server started for the run, plain and 20 ms away."
+    ),
+    repeats: int | None = typer.Option(
+        None, help="Repeats per row (default 3; quick 1).", callback=optional_positive_int
+    ),
+) -> None:
+    """Training streams vs naive zarr, MONAI, TorchIO and the tensorstore/numcodecs ceilings."""
+    import dataclasses
+
+    from atlas.bench.stream import Sizes, run
+
+    sizes = Sizes.quick() if quick else Sizes.full()
+    if repeats is not None:
+        sizes = dataclasses.replace(sizes, repeats=repeats)
+    paths = run(
+        out=out,
+        quick=quick,
+        s3=s3,
+        sizes=sizes,
+        progress=lambda msg: typer.echo(f"  measuring {msg}", err=True),
+    )
     for kind, path in paths.items():
         typer.echo(f"{kind}: {path}")

@@ -5,6 +5,7 @@
   fake identity to de-identify;
 - :mod:`~atlas.testing.records`: generated index records (staging tables without pixels);
 - :mod:`~atlas.testing.seaweed`: SeaweedFS S3 servers on loopback (single and cluster);
+- :mod:`~atlas.testing.latency_proxy`: a loopback TCP proxy adding a delay to every request;
 - :mod:`~atlas.testing.pytest_plugin`: pytest fixtures that run them;
 - :mod:`~atlas.testing.store_tests`: the store test suite a new storage backend subclasses.
 
@@ -17,7 +18,15 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-__all__ = ["phantom", "pytest_plugin", "records", "seaweed", "store_tests", "synthetic"]
+__all__ = [
+    "latency_proxy",
+    "phantom",
+    "pytest_plugin",
+    "records",
+    "seaweed",
+    "store_tests",
+    "synthetic",
+]
 
 
 def __getattr__(name: str) -> ModuleType:
