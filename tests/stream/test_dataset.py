@@ -202,6 +202,24 @@ def test_workers_stay_up_between_epochs_and_follow_set_epoch_and_resume(catalog,
         assert expected[1] != expected[2]
 
 
+def test_iterating_again_after_a_whole_epoch_reads_the_next_epoch(catalog, table) -> None:
+    sampler = PatchSampler(SIZE, per_volume=2)
+    reference = AtlasDataset(table, sampler, stores=catalog.stores, seed=6)
+    expected = []
+    for e in (0, 1):
+        reference.set_epoch(e)
+        expected.append(_boxes(reference.loader(batch_size=2)))
+    ds = AtlasDataset(table, sampler, stores=catalog.stores, seed=6)
+    loader = ds.loader(batch_size=2)
+    assert [_boxes(loader), _boxes(loader)] == expected  # no set_epoch between the two
+    assert loader.state_dict()["epoch"] == 1 and expected[0] != expected[1]
+    # an epoch left part way continues instead
+    half = ds.loader(batch_size=2)
+    half.set_epoch(0)
+    head = _take(half, 1)
+    assert _boxes(head) + _boxes(half) == expected[0]
+
+
 def test_ranks_and_workers_together_read_every_sample_once(catalog, table) -> None:
     sampler = PatchSampler(SIZE, per_volume=3)
     seen: list[int] = []

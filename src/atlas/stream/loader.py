@@ -130,8 +130,16 @@ class StreamLoader:
         return math.ceil(len(mine) / self.batch_size)
 
     def __iter__(self) -> Iterator[Any]:
+        """The batches of the current epoch from where it stands.
+
+        An epoch already delivered whole is followed by the next one (as if ``set_epoch`` had
+        been called with the epoch after it), so ``for epoch in ...: for batch in loader:``
+        reads every epoch, each in its own order; an epoch left part way continues.
+        """
         ds = self.dataset
         ds.batch_size = self.batch_size
+        if len(ds) and ds.state.consumed >= len(ds):
+            ds.set_epoch(ds.state.epoch + 1)
         start, n = ds.state.consumed, len(ds)
         per_step = ds.world_size * self.batch_size
         # workers stay up between epochs: they read where to start from shared memory
