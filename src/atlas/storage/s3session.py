@@ -56,6 +56,10 @@ def aio_session(**kwargs: Any) -> Any:
     return session
 
 
+#: botocore's names for a request that got no answer in time
+_CLIENT_TIMEOUTS = frozenset({"ReadTimeoutError", "ConnectTimeoutError"})
+
+
 class RequestDeadline(TimeoutError):
     """An S3 request (with the client's own retries) did not finish within its deadline."""
 
@@ -85,14 +89,20 @@ def _bounded_class() -> type:
 
         async def _call_s3(self, method: Any, *args: Any, **kwargs: Any) -> Any:
             call = super()._call_s3(method, *args, **kwargs)
-            if self.atlas_deadline is None:
-                return await call
             try:
+                if self.atlas_deadline is None:
+                    return await call
                 return await asyncio.wait_for(call, timeout=self.atlas_deadline)
             except TimeoutError as exc:
                 raise RequestDeadline(
                     f"no answer to {method} within {self.atlas_deadline:g} s"
                 ) from exc
+            except Exception as exc:
+                # the client's own timeouts (its attempts x read timeout is about the deadline,
+                # so either may end first): one signal for "no answer in time", whichever fired
+                if type(exc).__name__ not in _CLIENT_TIMEOUTS:
+                    raise
+                raise RequestDeadline(f"no answer to {method} ({type(exc).__name__})") from exc
 
     _CLASS.append(BoundedS3FileSystem)
     return BoundedS3FileSystem
