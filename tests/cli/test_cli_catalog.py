@@ -7,9 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from atlas.cli.app import main
 from atlas.index import layout
 from atlas.index.build import build_index
 from atlas.index.lease import claim
@@ -18,25 +15,6 @@ from atlas.storage import Store, open_store
 from atlas.testing.records import generate_site
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
-
-
-@pytest.fixture
-def atlas_cli(capsys, monkeypatch):
-    """Run the real entry point in-process: ``(exit code, stdout, stderr)``."""
-    monkeypatch.delenv("ATLAS_SITES", raising=False)
-
-    def run(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["atlas", *args])
-        try:
-            main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        out = capsys.readouterr()
-        assert "Traceback" not in out.err + out.out
-        return code, out.out, out.err
-
-    return run
 
 
 def _site(root: Path, site: str = "a", consented=("lung-ct",)) -> Store:

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 from tests.stream.plan_catalog import build_catalog
-
-from atlas.cli.app import main
 
 
 @pytest.fixture(scope="module")
@@ -16,25 +13,6 @@ def site(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli-stream")
     build_catalog(root, {"a": 2})
     return ["--store", str(root / "a"), "--site", "a"]
-
-
-@pytest.fixture
-def atlas_cli(capsys, monkeypatch):
-    """Run the real entry point in-process: ``(exit code, stdout, stderr)``."""
-    monkeypatch.delenv("ATLAS_SITES", raising=False)
-
-    def run(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["atlas", *args])
-        try:
-            main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        out = capsys.readouterr()
-        assert "Traceback" not in out.err + out.out
-        return code, out.out, out.err
-
-    return run
 
 
 def test_stream_prints_throughput_and_first_batch_time(site, atlas_cli) -> None:
