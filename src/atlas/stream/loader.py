@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -27,13 +28,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from atlas.errors import InvalidInput
+from atlas.read import credential_variables
 from atlas.stream.collate import collate_samples, to_device
 from atlas.stream.partition import rank_positions
 
 if TYPE_CHECKING:
     from atlas.stream.report import EpochReport
 
-__all__ = ["WORKER_PRELOAD", "StreamLoader", "worker_context"]
+__all__ = ["WORKER_PRELOAD", "StreamLoader", "WorkerEnvironment", "worker_context"]
 
 #: modules the worker server imports once, so that each epoch's workers start in milliseconds
 #: (importing tensorstore is safe before a fork; reading with it is not)
@@ -161,9 +163,26 @@ class StreamLoader:
                 prefetch_factor=self.prefetch_factor,
                 persistent_workers=workers > 0,
                 multiprocessing_context=self._context() if workers else None,
-                **self.kwargs,
+                **self._worker_kwargs(),
             )
         return self._loader
+
+    def _worker_kwargs(self) -> dict[str, Any]:
+        """The DataLoader options, with a ``worker_init_fn`` that gives workers the credentials.
+
+        A worker from a forkserver inherits the environment the server started with, not the
+        one this process has now: the variables naming the sites' keys, set after the server
+        started, would be missing there. Workers get this process's values of exactly those
+        variables (no others) before they read (decision 0053).
+        """
+        kwargs = dict(self.kwargs)
+        reader = getattr(self.dataset, "reader", None)
+        if self.num_workers and reader is not None:
+            names = credential_variables(reader.stores.values())
+            values = {n: os.environ[n] for n in names if n in os.environ}
+            if values:
+                kwargs["worker_init_fn"] = WorkerEnvironment(values, kwargs.get("worker_init_fn"))
+        return kwargs
 
     def _context(self) -> Any:
         """How workers start: as given, else by fork or from a forkserver.
@@ -208,6 +227,27 @@ class StreamLoader:
     def to_device(batch: Any, device: Any) -> Any:
         """``batch`` on ``device``: non-blocking copies of pinned tensors (CUDA)."""
         return to_device(batch, device)
+
+
+class WorkerEnvironment:
+    """A ``worker_init_fn`` that sets the credential variables of the sites, then calls ``then``.
+
+    Its values travel to the worker in memory (the pipe a worker is started through) as they
+    would by ``fork``; it never shows them (``repr`` names the variables only).
+    """
+
+    def __init__(self, values: Mapping[str, str], then: Callable[[int], Any] | None) -> None:
+        self._values = dict(values)
+        self._then = then
+
+    def __call__(self, worker_id: int) -> None:
+        """Set the variables in this worker process, then run the user's init function."""
+        os.environ.update(self._values)
+        if self._then is not None:
+            self._then(worker_id)
+
+    def __repr__(self) -> str:
+        return f"WorkerEnvironment({sorted(self._values)})"
 
 
 def _transform_modules(dataset: Any) -> tuple[str, ...]:
