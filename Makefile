@@ -1,4 +1,5 @@
-# Two commands set everything up on a fresh clone (Python 3.11, pip, gcc):
+# Two commands set everything up on a fresh clone (Python 3.11, pip, gcc; the tests install
+# Debian's chromium for the viewer tests when it is missing and they run as root):
 #   make demo   - create .venv, install Atlas + native kernels, run the main job on ./atlas-data
 #   make test   - same set-up, then the whole test suite (what .ci/run calls)
 PYTHON ?= python3
@@ -25,6 +26,7 @@ demo: $(STAMP)
 	$(BIN)/atlas demo
 
 test: $(STAMP)
+	./scripts/ensure-chromium
 	./scripts/run-tests
 
 lint: $(STAMP)
