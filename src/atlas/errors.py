@@ -20,7 +20,9 @@ __all__ = [
     "InjectedFault",
     "InvalidInput",
     "NotFound",
+    "Overloaded",
     "StoreUnavailable",
+    "Unauthorized",
 ]
 
 
@@ -66,6 +68,28 @@ class AlreadyExists(AtlasError, FileExistsError):
 
 class Forbidden(AtlasError, PermissionError):
     """The store refused the credentials or the operation (wrong key, no write permission)."""
+
+
+class Unauthorized(AtlasError, PermissionError):
+    """No credentials, or credentials that cannot be accepted (bad signature, expired, revoked).
+
+    :class:`Forbidden` is for valid credentials that do not cover what was asked.
+    """
+
+
+class Overloaded(AtlasError):
+    """A server has more work queued than it accepts; retry after ``retry_after`` seconds."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float = 1.0,
+        site: str | None = None,
+        location: str | None = None,
+    ) -> None:
+        super().__init__(message, site=site, location=location)
+        self.retry_after = retry_after
 
 
 class StoreUnavailable(AtlasError, ConnectionError):

@@ -1,0 +1,24 @@
+"""Serving viewers: the ``atlas serve`` HTTP server (FastAPI on uvicorn).
+
+Catalog API, server-side MPR tiles, raw OME-Zarr over HTTP, the web viewer, scoped tokens and
+a hash-chained audit trail, all reading through :mod:`atlas.read`.
+
+Imported lazily: ``import atlas.serve`` loads neither FastAPI nor numpy.
+"""
+
+from __future__ import annotations
+
+from atlas._lazy import attach
+
+_EXPORTS = {
+    "Grant": "atlas.serve.grants",
+    "OidcConfig": "atlas.serve.config",
+    "SeriesEntry": "atlas.serve.context",
+    "ServeConfig": "atlas.serve.config",
+    "ServeContext": "atlas.serve.context",
+    "load_serve_config": "atlas.serve.config",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = attach("atlas.serve", _EXPORTS, globals())
