@@ -137,6 +137,15 @@ def _text(name: str, value: object, limit: int = _FIELD_CHARS) -> str | None:
     return _CONTROL.sub("?", redact_text(value))[:limit]
 
 
+def _member(kind: type[Any], name: str, value: object) -> Any:
+    """``value`` as a member of the vocabulary ``kind`` (InvalidInput naming the choices)."""
+    try:
+        return kind(value)
+    except ValueError:
+        choices = [m.value for m in kind]
+        raise InvalidInput(f"audit field {name} must be one of {choices}, got {value!r}") from None
+
+
 def _count(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidInput(f"audit field {name} must be an integer >= 0, got {value!r}")
@@ -215,9 +224,9 @@ class AuditTrail:
         body: dict[str, Any] = {
             "seq": 0,
             "time": "",
-            "event": AuditEvent(event).value,
-            "action": AuditAction(action).value,
-            "outcome": int(AuditOutcome(outcome)),
+            "event": _member(AuditEvent, "event", event).value,
+            "action": _member(AuditAction, "action", action).value,
+            "outcome": int(_member(AuditOutcome, "outcome", outcome)),
             "subject": _text("subject", subject),
             "token_id": _text("token_id", token_id),
             "client": _text("client", client),
