@@ -153,3 +153,26 @@ def test_redaction_for_logs(auth) -> None:
     record = logging.LogRecord("x", logging.INFO, __file__, 1, f"auth {token}", None, None)
     RedactTokens().filter(record)
     assert token not in record.getMessage()
+
+
+def test_cached_grants_still_expire_and_the_cache_is_bounded(tmp_path, monkeypatch) -> None:
+    import atlas.serve.auth as auth_module
+
+    now = [1_800_000_000.0]
+    auth = Authenticator(_config(tmp_path), clock=lambda: now[0])
+    token = auth.tokens.create("alice", purpose="research", ttl_s=60)
+    assert auth.authenticate(f"Bearer {token}").subject == "alice"  # verified, then cached
+    now[0] += 59
+    assert auth.authenticate(f"Bearer {token}").subject == "alice"
+    now[0] += 1
+    with pytest.raises(Unauthorized, match=r"^token expired$"):
+        auth.authenticate(f"Bearer {token}")
+    monkeypatch.setattr(auth_module, "GRANT_CACHE_ENTRIES", 3)
+    tokens = [auth.tokens.create(f"u{i}", purpose="research") for i in range(5)]
+    for t in tokens:
+        auth.authenticate(f"Bearer {t}")
+    assert len(auth._cache) == 3
+    # a tampered token is verified (and refused), never answered from the cache
+    head, body, sig = tokens[-1].split(".")
+    with pytest.raises(Unauthorized, match="signature"):
+        auth.authenticate(f"Bearer {head}.{body}.{sig[:-3]}AAA")

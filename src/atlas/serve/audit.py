@@ -128,6 +128,22 @@ def _canonical(body: dict[str, Any]) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def _parse(raw: bytes) -> dict[str, Any] | None:
+    """A line as a record with an integer ``seq`` and a string ``hash``, else ``None``."""
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return None
+    if (
+        not isinstance(record, dict)
+        or isinstance(record.get("seq"), bool)
+        or not isinstance(record.get("seq"), int)
+        or not isinstance(record.get("hash"), str)
+    ):
+        return None
+    return record
+
+
 def _text(name: str, value: object, limit: int = _FIELD_CHARS) -> str | None:
     """A field as the trail may hold it: a string, tokens shortened, no control characters."""
     if value is None:
@@ -275,17 +291,13 @@ class AuditTrail:
             if span == size:
                 return 0, GENESIS, torn  # only a torn first line
             span = min(size, span * 4)
-        try:
-            record = json.loads(lines[-1])
-            seq, digest = record["seq"], record["hash"]
-            if not isinstance(seq, int) or not isinstance(digest, str):
-                raise TypeError
-        except (ValueError, KeyError, TypeError):
+        record = _parse(lines[-1])
+        if record is None:
             raise CorruptData(
                 f"the last record of the audit log {self.path.name} is damaged; "
                 "run `atlas audit verify` to find it"
-            ) from None
-        return seq, digest, torn
+            )
+        return record["seq"], record["hash"], torn
 
     def records(self) -> Iterator[dict[str, Any]]:
         """Every record, oldest first.
@@ -299,15 +311,12 @@ class AuditTrail:
             return
         with open(self.path, "rb") as f:
             for n, raw in enumerate(f, 1):
-                try:
-                    record = json.loads(raw)
-                    if not isinstance(record, dict):
-                        raise ValueError
-                except ValueError:
+                record = _parse(raw)
+                if record is None:
                     raise CorruptData(
                         f"line {n} of the audit log {self.path.name} is not a record; "
                         "run `atlas audit verify`"
-                    ) from None
+                    )
                 yield record
 
     def last(self, n: int) -> list[dict[str, Any]]:
@@ -330,14 +339,11 @@ class AuditTrail:
             return AuditCheck(True, 0)
         with open(self.path, "rb") as f:
             for n, raw in enumerate(f, 1):
-                try:
-                    record = json.loads(raw)
-                    seq, digest = record["seq"], record["hash"]
-                    if not isinstance(seq, int) or not isinstance(digest, str):
-                        raise TypeError
-                except (ValueError, KeyError, TypeError):
+                record = _parse(raw)
+                if record is None:
                     return AuditCheck(False, count, expected,
                                       f"line {n} is not a complete audit record", prev)  # fmt: skip
+                seq, digest = record["seq"], record["hash"]
                 body = {k: v for k, v in record.items() if k != "hash"}
                 if not hmac.compare_digest(digest, self._mac(body)):
                     return AuditCheck(False, count, seq,
