@@ -171,9 +171,9 @@ def _trail(config: Path | None) -> Any:
 #: (header, record field) of the table
 _COLUMNS = (("seq", "seq"), ("time (UTC)", "time"), ("event", "event"), ("act", "action"),
             ("out", "outcome"), ("subject", "subject"), ("token", "token_id"),
-            ("client", "client"), ("purpose", "purpose"), ("route", "route"),
-            ("object", "object_id"), ("site", "site"), ("tiles", "tiles"),
-            ("bytes", "nbytes"))  # fmt: skip
+            ("client", "client"), ("purpose", "purpose"), ("object", "object_id"),
+            ("site", "site"), ("tiles", "tiles"), ("bytes", "nbytes"),
+            ("route", "route"))  # fmt: skip
 
 
 def _cell(record: dict[str, Any], field: str) -> str:
@@ -182,6 +182,8 @@ def _cell(record: dict[str, Any], field: str) -> str:
         return ""
     if field == "time":
         return str(value)[:19].replace("T", " ")
+    if field == "token_id" and len(str(value)) > 12:
+        return str(value)[:12] + "…"  # the whole id: --format json
     return str(value)
 
 
