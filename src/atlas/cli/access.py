@@ -83,8 +83,15 @@ def token_create(
     config: Path | None = ConfigOption,
 ) -> None:
     """Create a token signed by the server key and print it (its id and expiry on stderr)."""
-    from atlas.serve.tokens import TokenIssuer
+    from atlas.privacy.consent import check_purpose
+    from atlas.serve.tokens import TokenIssuer, check_names, check_subject, check_ttl
 
+    # every value checked before the key file is touched (a bad command creates nothing)
+    check_subject(subject)
+    check_purpose(purpose)
+    check_names("site", _names(sites))
+    check_names("collection", _names(collections))
+    check_ttl(_seconds(ttl))
     settings = _settings(config)
     issuer = TokenIssuer.from_key_file(settings["key_file"], create=True)
     token = issuer.create(
