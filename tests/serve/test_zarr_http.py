@@ -296,3 +296,24 @@ def test_check_key() -> None:
                 "x" * 2000):  # fmt: skip
         with pytest.raises(InvalidInput):
             check_key(bad)
+
+
+def test_a_range_reads_only_its_bytes_from_the_store(live: Live, monkeypatch) -> None:
+    store = live.ctx.stores["a"]
+    asked: list[tuple[str, int, int]] = []
+    real = store.read_range
+
+    def spy(key: str, start: int, stop: int) -> bytes:
+        asked.append((key, start, stop))
+        return real(key, start, stop)
+
+    monkeypatch.setattr(store, "read_range", spy)
+    key = f"{live.image['a']}/0/c/0/0/0"
+    r = live.get(f"/zarr/a/{key}", Range="bytes=1000-1099,-16")
+    assert r.status_code == 206
+    size = store.stat(key).size
+    assert sorted(asked) == [(key, 1000, 1100), (key, size - 16, size)]
+    asked.clear()
+    monkeypatch.setattr("atlas.serve.zarr_http.BLOCK", 64 << 10)
+    assert live.get(f"/zarr/a/{key}").content == real(key, 0, size)
+    assert all(stop - start <= 64 << 10 for _, start, stop in asked) and len(asked) > 1
