@@ -36,7 +36,7 @@ def test_labelled_voxels_show_their_segment_colour(served) -> None:
         (label,) = ctx.reader.node(entry.ref()).label_names
         colours = ctx.reader.node(entry.ref(label)).info.colors
         z = int(np.argmax((truth == 2).sum(axis=(1, 2))))  # the slice with most tumour
-        spec = TileSpec("axial", 0, z, 0, 0, labels="all", opacity=1, format="png")
+        spec = TileSpec("axial", 0, z, 0, 0, labels="all", opacity=1, fmt="png")
         tile = render_tile(ctx.reader, entry, spec)
         got = np.asarray(Image.open(io.BytesIO(tile.data)))
         info = ctx.reader.info(entry.ref())
