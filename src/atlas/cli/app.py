@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from atlas import __version__
+from atlas.cli import access as access_cli
 from atlas.cli import bench as bench_cli
 from atlas.cli import catalog as catalog_cli
 from atlas.cli import ingest as ingest_cli
@@ -36,6 +37,8 @@ app.add_typer(catalog_cli.consent_app, name="consent")
 app.command("query")(catalog_cli.query_command)
 app.command("erase")(catalog_cli.erase_command)
 app.command("stream")(stream_cli.stream_command)
+app.add_typer(access_cli.token_app, name="token")
+app.add_typer(access_cli.audit_app, name="audit")
 
 
 @app.callback()
