@@ -1,8 +1,8 @@
-"""Shared parts of the app tests: a two-site catalog, grants by bearer text, an audit list.
+"""Shared parts of the app tests: a two-site catalog, real tokens for a set of grants.
 
-The authenticator and audit trail here stand in for :mod:`atlas.serve.auth` and
-:mod:`atlas.serve.audit` until those are part of the build; the catalog, the stores, the
-reader and the app are real.
+The catalog, stores, reader, tokens (:class:`atlas.serve.tokens.TokenIssuer`), authenticator
+and audit trail are the real ones. A renderer that stands in for :mod:`atlas.serve.render`
+(a grey PNG after an optional delay) lets the limiter tests control render time.
 """
 
 from __future__ import annotations
@@ -10,66 +10,61 @@ from __future__ import annotations
 import io
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tests.stream.plan_catalog import build_catalog
 
-from atlas.errors import Unauthorized
-from atlas.serve import Grant, ServeConfig, ServeContext
+from atlas.serve import ServeConfig, ServeContext
+from atlas.serve.audit import AuditTrail
+from atlas.serve.auth import Authenticator
+from atlas.serve.tokens import TokenIssuer
 
-GRANTS = {
-    "all": Grant("alice", "tok-all", "research"),
-    "site-a": Grant("bob", "tok-a", "research", sites=frozenset({"a"})),
-    "site-b": Grant("bea", "tok-b", "research", sites=frozenset({"b"})),
-    "other-coll": Grant("carol", "tok-c", "research", collections=frozenset({"brain-mr"})),
-    "commercial": Grant("eve", "tok-e", "commercial"),
+#: name -> (subject, purpose, sites, collections) of the tokens the tests use
+GRANTS: dict[str, tuple[str, str, list[str] | None, list[str] | None]] = {
+    "all": ("alice", "research", None, None),
+    "site-a": ("bob", "research", ["a"], None),
+    "site-b": ("bea", "research", ["b"], None),
+    "other-coll": ("carol", "research", None, ["brain-mr"]),
+    "commercial": ("eve", "commercial", None, None),
 }
 
 
-class StaticAuth:
-    """Bearer text -> grant (``Bearer all`` is the grant ``GRANTS["all"]``)."""
-
-    def authenticate(self, authorization: str | None, signed_token: str | None) -> Grant:
-        if not authorization:
-            raise Unauthorized("no token: send Authorization: Bearer <token>")
-        scheme, _, value = authorization.partition(" ")
-        if scheme.lower() != "bearer" or value not in GRANTS:
-            raise Unauthorized("token not accepted")
-        return GRANTS[value]
-
-
 @dataclass
-class ListAudit:
-    """Audit records kept in a list."""
+class Served:
+    """A context, its authenticator and audit trail, and a bearer token per grant name."""
 
-    records: list[dict[str, Any]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    ctx: ServeContext
+    auth: Authenticator
+    audit: AuditTrail
+    tokens: dict[str, str]
+    catalog: Any
 
-    def append(self, **fields: Any) -> dict[str, Any]:
-        with self.lock:
-            self.records.append(fields)
-        return fields
-
-
-def h(name: str) -> dict[str, str]:
-    """The Authorization header of grant ``name``."""
-    return {"Authorization": f"Bearer {name}"}
+    def h(self, name: str) -> dict[str, str]:
+        """The Authorization header of grant ``name``."""
+        return {"Authorization": f"Bearer {self.tokens[name]}"}
 
 
-def make_context(tmp: Path, **options: Any) -> tuple[ServeContext, Any]:
-    """A context on a fresh two-site catalog (sites a and b, one subject each)."""
+def make_served(tmp: Path, **options: Any) -> Served:
+    """A context on a fresh two-site catalog (sites a and b, one subject each), with tokens."""
     catalog = build_catalog(tmp, {"a": 1, "b": 1})
     cfg = ServeConfig(
         stores=catalog.stores, key_file=tmp / "serve.key", audit_log=tmp / "audit.jsonl",
         revocations=tmp / "revoked.txt", **options,
     )  # fmt: skip
-    return ServeContext(cfg), catalog
+    auth = Authenticator(cfg)
+    issuer = TokenIssuer(auth.key)
+    tokens = {
+        name: issuer.create(subject, purpose=purpose, sites=sites, collections=colls,
+                            token_id=f"tok-{name}")
+        for name, (subject, purpose, sites, colls) in GRANTS.items()
+    }  # fmt: skip
+    return Served(ServeContext(cfg), auth, AuditTrail(cfg.audit_log, auth.key), tokens, catalog)
 
 
 class GreyRenderer:
-    """Stands in for atlas.serve.render: a grey PNG, optionally after a delay."""
+    """Stands in for atlas.serve.render in the limiter tests: a grey PNG after ``delay_s``."""
 
     def __init__(self, delay_s: float = 0.0) -> None:
         self.delay_s = delay_s
@@ -97,7 +92,7 @@ class GreyRenderer:
 
 
 class DictCache:
-    """Stands in for atlas.serve.tile_cache.TileCache."""
+    """An unbounded tile cache (the limiter tests need renders, not cache behaviour)."""
 
     def __init__(self) -> None:
         self.items: dict[str, bytes] = {}

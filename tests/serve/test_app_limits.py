@@ -8,7 +8,7 @@ import time
 
 import httpx
 import pytest
-from tests.serve.app_support import DictCache, GreyRenderer, ListAudit, StaticAuth, h, make_context
+from tests.serve.app_support import DictCache, GreyRenderer, make_served
 
 from atlas.errors import InvalidInput, Overloaded
 from atlas.serve.app import create_app
@@ -48,27 +48,21 @@ def test_slots_queue_and_refuse() -> None:
 
 @pytest.fixture(scope="module")
 def slow_server(tmp_path_factory):
-    ctx, _ = make_context(
+    s = make_served(
         tmp_path_factory.mktemp("app-limits"),
         render_concurrency=2,
         queue_depth=2,
         queue_wait_s=10.0,
     )
     renderer = GreyRenderer(delay_s=2.0)
-    app = create_app(
-        ctx,
-        authenticator=StaticAuth(),
-        audit=ListAudit(),
-        renderer=renderer,
-        tile_cache=DictCache(),
-    )
+    app = create_app(s.ctx, renderer=renderer, tile_cache=DictCache())
     with serve_in_thread(app) as url:
-        yield url, renderer, app
-    ctx.close()
+        yield url, renderer, app, s.h
+    s.ctx.close()
 
 
 def test_saturated_server_answers_503_with_retry_after(slow_server) -> None:
-    url, renderer, app = slow_server
+    url, renderer, app, h = slow_server
     with httpx.Client(base_url=url, timeout=30) as client:
         sid = client.get("/api/series", headers=h("all")).json()["items"][0]["series_id"]
     results: list[httpx.Response] = []

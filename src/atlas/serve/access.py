@@ -14,9 +14,10 @@ from typing import Any, Protocol
 
 from fastapi import Request
 
+from atlas.serve.audit import AuditAction, AuditEvent, AuditOutcome
 from atlas.serve.grants import Grant
 
-__all__ = ["AuditFields", "AuditSink", "Authenticator", "audit_record", "require_grant"]
+__all__ = ["AuditFields", "Authenticator", "audit_record", "require_grant"]
 
 
 class Authenticator(Protocol):
@@ -24,14 +25,6 @@ class Authenticator(Protocol):
 
     def authenticate(self, authorization: str | None, signed_token: str | None) -> Grant:
         """The grant of a request; raises :class:`~atlas.errors.Unauthorized`."""
-        ...
-
-
-class AuditSink(Protocol):
-    """What the app needs from the audit trail (:class:`atlas.serve.audit.AuditTrail`)."""
-
-    def append(self, **fields: Any) -> Any:
-        """Append one record."""
         ...
 
 
@@ -45,7 +38,12 @@ def require_grant(request: Request) -> Grant:
 
 @dataclass(frozen=True)
 class AuditFields:
-    """One audit record before it is written (event/action/outcome by name)."""
+    """One audit record before it is written.
+
+    ``event`` is an :class:`~atlas.serve.audit.AuditEvent` name, ``action`` an
+    :class:`~atlas.serve.audit.AuditAction` code (C, R, U, D, E), ``outcome`` the
+    :class:`~atlas.serve.audit.AuditOutcome` code (0, 4, 8).
+    """
 
     event: str
     action: str
@@ -62,19 +60,10 @@ class AuditFields:
 
     def as_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :meth:`AuditTrail.append` (vocabularies as their enums)."""
-        event: Any = self.event
-        action: Any = self.action
-        outcome: Any = self.outcome
-        try:
-            from atlas.serve.audit import AuditAction, AuditEvent, AuditOutcome
-        except ImportError:  # the audit module is not in this build yet: names and codes
-            pass
-        else:
-            event, action, outcome = (AuditEvent[event], AuditAction[action], AuditOutcome(outcome))
         return {
-            "event": event,
-            "action": action,
-            "outcome": outcome,
+            "event": AuditEvent[self.event],
+            "action": AuditAction(self.action),
+            "outcome": AuditOutcome(self.outcome),
             "subject": self.subject,
             "token_id": self.token_id,
             "client": self.client,
@@ -127,7 +116,7 @@ def audit_record(request: Request, status: int, nbytes: int) -> AuditFields:
         action = "D"
     else:
         action = "R"
-    outcome = 0 if status < 400 else 4 if status < 500 else 8
+    outcome = int(AuditOutcome.from_status(status))
     client = request.client.host if request.client else None
     return AuditFields(
         event=event,

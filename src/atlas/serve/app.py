@@ -26,7 +26,9 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from atlas import __version__
-from atlas.serve.access import AuditSink, Authenticator, audit_record
+from atlas.serve.access import Authenticator, audit_record
+from atlas.serve.audit import AuditTrail
+from atlas.serve.auth import Authenticator as ServerAuthenticator
 from atlas.serve.catalog_api import catalog_router
 from atlas.serve.config import ServeConfig
 from atlas.serve.context import ServeContext
@@ -50,7 +52,7 @@ class AuditMiddleware:
     changes the response already sent.
     """
 
-    def __init__(self, app: ASGIApp, sink: AuditSink) -> None:
+    def __init__(self, app: ASGIApp, sink: AuditTrail) -> None:
         self.app = app
         self.sink = sink
 
@@ -91,25 +93,20 @@ class AuditMiddleware:
                 log.exception("the audit trail could not record %s", fields.route)
 
 
-def _default_authenticator(ctx: ServeContext) -> Authenticator:
-    from atlas.serve.auth import Authenticator as ServerAuthenticator
-
-    made: Authenticator = ServerAuthenticator.from_config(ctx.config)
-    return made
-
-
-def _default_audit(ctx: ServeContext) -> AuditSink:
-    from atlas.serve.audit import AuditTrail
+def _default_audit(ctx: ServeContext, auth: Authenticator) -> AuditTrail:
     from atlas.serve.tokens import load_server_key
 
-    return AuditTrail(ctx.config.audit_log, load_server_key(ctx.config.key_file))
+    key = getattr(auth, "key", None)
+    if not isinstance(key, bytes):
+        key = load_server_key(ctx.config.key_file, create=True)
+    return AuditTrail(ctx.config.audit_log, key)
 
 
 def create_app(
     config: ServeConfig | ServeContext,
     *,
     authenticator: Authenticator | None = None,
-    audit: AuditSink | None = None,
+    audit: AuditTrail | None = None,
     renderer: Callable[..., Any] | None = None,
     tile_cache: Any | None = None,
     close_context: bool | None = None,
@@ -143,8 +140,8 @@ def create_app(
     """
     ctx = config if isinstance(config, ServeContext) else ServeContext(config)
     owns = not isinstance(config, ServeContext) if close_context is None else close_context
-    auth = authenticator if authenticator is not None else _default_authenticator(ctx)
-    sink = audit if audit is not None else _default_audit(ctx)
+    auth = authenticator if authenticator is not None else ServerAuthenticator(ctx.config)
+    sink = audit if audit is not None else _default_audit(ctx, auth)
     slots = RenderSlots(
         ctx.config.render_concurrency, ctx.config.queue_depth, ctx.config.queue_wait_s
     )

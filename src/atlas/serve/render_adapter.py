@@ -14,9 +14,10 @@ __all__ = ["default_cache", "default_renderer"]
 
 def default_renderer() -> Callable[..., Any]:
     """``render(reader, entry, params)`` with :func:`atlas.serve.render.render_tile`."""
-    from atlas.serve.render import TileSpec, render_tile
 
     def render(reader: Any, entry: Any, params: Any) -> Any:
+        from atlas.serve.render import TileSpec, render_tile
+
         spec = TileSpec(
             plane=params.plane.value,
             level=params.level,
@@ -35,6 +36,16 @@ def default_renderer() -> Callable[..., Any]:
 
 def default_cache(nbytes: int) -> Any:
     """A :class:`atlas.serve.tile_cache.TileCache` of ``nbytes``."""
-    from atlas.serve.tile_cache import TileCache
-
+    try:
+        from atlas.serve.tile_cache import TileCache
+    except ImportError:  # rendering is not in this build yet
+        return _NoCache()
     return TileCache(nbytes)
+
+
+class _NoCache:
+    def get(self, key: str) -> None:
+        return None
+
+    def put(self, key: str, value: bytes) -> None:
+        return None

@@ -27,6 +27,7 @@ __all__ = [
     "ServerSpec",
     "app_from_environment",
     "build_app",
+    "log_config",
     "run_server",
     "serve_in_thread",
 ]
@@ -119,7 +120,7 @@ def run_server(
 
     common: dict[str, Any] = {
         "host": host, "port": port, "log_level": log_level, "proxy_headers": False,
-        "server_header": False, "timeout_graceful_shutdown": 5,
+        "server_header": False, "timeout_graceful_shutdown": 5, "log_config": log_config(),
     }  # fmt: skip
     if workers <= 1:
         uvicorn.run(build_app(spec, stores), **common)
@@ -127,6 +128,19 @@ def run_server(
     # the workers this process starts read the spec (paths and names only) from their environment
     os.environ[SPEC_ENV] = spec.to_json()
     uvicorn.run("atlas.serve.server:app_from_environment", factory=True, workers=workers, **common)
+
+
+def log_config() -> dict[str, Any]:
+    """Uvicorn's logging set-up with tokens shortened in every line (signed URL paths)."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["redact"] = {"()": "atlas.serve.redact.RedactTokens"}
+    for handler in config.get("handlers", {}).values():
+        handler.setdefault("filters", []).append("redact")
+    return config
 
 
 @contextmanager
