@@ -34,6 +34,8 @@ from atlas.serve.config import ServeConfig
 from atlas.serve.context import ServeContext
 from atlas.serve.errors_http import error_body, install_error_handlers
 from atlas.serve.limits import RenderSlots
+from atlas.serve.signed import SignedUrls
+from atlas.serve.signed_api import signed_router
 
 __all__ = ["UNAUDITED", "create_app"]
 
@@ -100,6 +102,16 @@ def _default_audit(ctx: ServeContext, auth: Authenticator) -> AuditTrail:
     if not isinstance(key, bytes):
         key = load_server_key(ctx.config.key_file, create=True)
     return AuditTrail(ctx.config.audit_log, key)
+
+
+def _signed_urls(ctx: ServeContext, auth: Authenticator) -> SignedUrls:
+    found = getattr(auth, "signed_urls", None)
+    if isinstance(found, SignedUrls):
+        return found
+    from atlas.serve.tokens import load_server_key
+
+    key = load_server_key(ctx.config.key_file, create=True)
+    return SignedUrls(key, default_ttl_s=ctx.config.signed_url_ttl_s)
 
 
 def create_app(
@@ -174,6 +186,7 @@ def create_app(
     from atlas.serve.tiles_api import tiles_router
 
     app.include_router(tiles_router(ctx, slots, renderer=renderer, cache=tile_cache))
+    app.include_router(signed_router(ctx, _signed_urls(ctx, auth)))
     _include_optional(app, ctx, auth)
 
     app.add_middleware(AuditMiddleware, sink=sink)
@@ -190,12 +203,6 @@ def create_app(
 
 def _include_optional(app: FastAPI, ctx: ServeContext, auth: Authenticator) -> None:
     """Routers of the other serve modules, when they are installed in this build."""
-    try:
-        from atlas.serve.signed_api import signed_router
-    except ImportError:
-        pass
-    else:
-        app.include_router(signed_router(ctx))
     try:
         from atlas.serve.zarr_http import zarr_router
     except ImportError:
