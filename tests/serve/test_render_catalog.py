@@ -59,3 +59,16 @@ def test_labelled_voxels_show_their_segment_colour(served) -> None:
         if zs.size:
             rows_px = height - 1 - np.floor((zs + 0.5) * 1.5 / 0.7).astype(int)
             assert (pic[rows_px, xs] == colours[2][:3]).all()
+
+
+def test_a_remembered_series_lookup_still_checks_the_grant(served) -> None:
+    from atlas.errors import Forbidden
+
+    ctx, _ = served
+    row = next(
+        r for r in ctx.atlas("research").series.to_arrow().value.to_pylist() if r["site"] == "a"
+    )
+    first = ctx.series(Grant("alice", "t1", "research"), row["series_id"])
+    assert ctx.series(Grant("alice", "t1", "research"), row["series_id"]) is first  # remembered
+    with pytest.raises(Forbidden):
+        ctx.series(Grant("bob", "t2", "research", sites=frozenset({"b"})), row["series_id"])
