@@ -6,7 +6,7 @@ import json
 
 import pytest
 from fastapi.testclient import TestClient
-from tests.serve.app_support import DictCache, GreyRenderer, make_served
+from tests.serve.app_support import GreyRenderer, make_served
 
 from atlas.serve.app import create_app
 
@@ -14,7 +14,7 @@ from atlas.serve.app import create_app
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     s = make_served(tmp_path_factory.mktemp("app-catalog"))
-    app = create_app(s.ctx, renderer=GreyRenderer(), tile_cache=DictCache())
+    app = create_app(s.ctx, renderer=GreyRenderer())
     with TestClient(app) as client:
         client.h = s.h
         client.tokens = s.tokens
