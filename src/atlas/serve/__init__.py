@@ -11,7 +11,18 @@ from __future__ import annotations
 from atlas._lazy import attach
 
 _EXPORTS = {
+    "AuditAction": "atlas.serve.audit",
+    "AuditCheck": "atlas.serve.audit",
+    "AuditEvent": "atlas.serve.audit",
+    "AuditOutcome": "atlas.serve.audit",
+    "AuditTrail": "atlas.serve.audit",
+    "Authenticator": "atlas.serve.auth",
     "Grant": "atlas.serve.grants",
+    "OidcVerifier": "atlas.serve.oidc",
+    "Revocations": "atlas.serve.revocation",
+    "SignedUrl": "atlas.serve.signed",
+    "SignedUrls": "atlas.serve.signed",
+    "TokenIssuer": "atlas.serve.tokens",
     "OidcConfig": "atlas.serve.config",
     "SeriesEntry": "atlas.serve.context",
     "ServeConfig": "atlas.serve.config",
