@@ -201,13 +201,13 @@ def test_label_overlay_colour_at_labelled_voxels(image) -> None:
 @pytest.mark.parametrize("fmt", list(TileFormat))
 def test_each_format_decodes_to_the_tile_size(image, fmt) -> None:
     reader, entry, _ = image
-    tile = render_tile(reader, entry, TileSpec("coronal", 0, 10, 0, 1, format=fmt, labels="all"))
+    tile = render_tile(reader, entry, TileSpec("coronal", 0, 10, 0, 1, fmt=fmt, labels="all"))
     assert tile.media_type == f"image/{fmt.value}"
     decoded = Image.open(io.BytesIO(tile.data))
     assert decoded.format == {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}[fmt.value]
     assert decoded.size == (300 - 256, 256) == (tile.width, tile.height)
     assert decoded.mode == "RGB"
-    grey = render_tile(reader, entry, TileSpec("axial", 0, 0, 1, 1, format=fmt))
+    grey = render_tile(reader, entry, TileSpec("axial", 0, 0, 1, 1, fmt=fmt))
     decoded = Image.open(io.BytesIO(grey.data))
     if fmt is TileFormat.WEBP:  # WebP has no grey mode: three equal channels
         rgb = np.asarray(decoded).astype(int)
@@ -259,7 +259,7 @@ def test_etag_is_strong_and_normalised(image, tmp_path) -> None:
         tile_etag(reader, entry, TileSpec("axial", 0, 1, 0, 0, **kw), memo=memo)
         for kw in (
             {}, {"window": "bone"}, {"window": "400,40"}, {"labels": "organ"},
-            {"labels": "organ", "opacity": 0.4}, {"format": "webp"}, {"labels": "all"},
+            {"labels": "organ", "opacity": 0.4}, {"fmt": "webp"}, {"labels": "all"},
         )
     }  # fmt: skip
     assert len(seen) == 7  # preset ct-soft-tissue (CT default) differs from explicit 400,40
@@ -323,7 +323,7 @@ def test_auto_window_from_the_coarsest_level(tmp_path) -> None:
         ({"window": "1,2,3"}, "window must be one of"),
         ({"opacity": 1.5}, "opacity must be a number between 0 and 1"),
         ({"opacity": "x"}, "opacity"),
-        ({"format": "gif"}, "format must be one of png, jpeg, webp"),
+        ({"fmt": "gif"}, "format must be one of png, jpeg, webp"),
         ({"labels": "../organ"}, "label names are"),
         ({"labels": 5}, "labels must be"),
     ],

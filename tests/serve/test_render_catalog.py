@@ -36,7 +36,7 @@ def test_labelled_voxels_show_their_segment_colour(served) -> None:
         (label,) = ctx.reader.node(entry.ref()).label_names
         colours = ctx.reader.node(entry.ref(label)).info.colors
         z = int(np.argmax((truth == 2).sum(axis=(1, 2))))  # the slice with most tumour
-        spec = TileSpec("axial", 0, z, 0, 0, labels="all", opacity=1, format="png")
+        spec = TileSpec("axial", 0, z, 0, 0, labels="all", opacity=1, fmt="png")
         tile = render_tile(ctx.reader, entry, spec)
         got = np.asarray(Image.open(io.BytesIO(tile.data)))
         info = ctx.reader.info(entry.ref())
@@ -59,3 +59,16 @@ def test_labelled_voxels_show_their_segment_colour(served) -> None:
         if zs.size:
             rows_px = height - 1 - np.floor((zs + 0.5) * 1.5 / 0.7).astype(int)
             assert (pic[rows_px, xs] == colours[2][:3]).all()
+
+
+def test_a_remembered_series_lookup_still_checks_the_grant(served) -> None:
+    from atlas.errors import Forbidden
+
+    ctx, _ = served
+    row = next(
+        r for r in ctx.atlas("research").series.to_arrow().value.to_pylist() if r["site"] == "a"
+    )
+    first = ctx.series(Grant("alice", "t1", "research"), row["series_id"])
+    assert ctx.series(Grant("alice", "t1", "research"), row["series_id"]) is first  # remembered
+    with pytest.raises(Forbidden):
+        ctx.series(Grant("bob", "t2", "research", sites=frozenset({"b"})), row["series_id"])

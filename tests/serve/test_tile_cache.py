@@ -84,3 +84,9 @@ def test_concurrent_use_keeps_the_bound() -> None:
 def test_bad_budget(size) -> None:
     with pytest.raises(InvalidInput, match="tile cache size"):
         TileCache(size)
+
+
+def test_plain_bytes_are_sized_by_their_length() -> None:
+    cache: TileCache[bytes] = TileCache(10)
+    assert cache.put("a", b"12345") and cache.put("b", b"123456")
+    assert "a" not in cache and cache.get("b") == b"123456" and cache.stats().nbytes == 6

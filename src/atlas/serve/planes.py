@@ -152,6 +152,10 @@ class PlaneGeometry:
             "tiles_y": self.tiles_y,
         }
 
+    def as_dict(self) -> dict[str, Any]:
+        """The same as :meth:`to_json` (the name the metadata route uses)."""
+        return self.to_json()
+
 
 def _check_3d(info: ImageInfo) -> None:
     if info.n_spatial != 3 or info.ndim - info.n_spatial > 1:

@@ -159,8 +159,8 @@ class TileSpec:
         in that order, later ones on top).
     opacity
         Label overlay opacity, 0..1 (times each colour's own alpha); kept to 3 decimals.
-    format
-        ``png``, ``jpeg`` or ``webp``.
+    fmt
+        ``png``, ``jpeg`` or ``webp`` (the route's ``.{fmt}``).
     """
 
     plane: Plane
@@ -171,7 +171,7 @@ class TileSpec:
     window: Preset | Window | None = None
     labels: str | tuple[str, ...] = ()
     opacity: float = 0.5
-    format: TileFormat = TileFormat.PNG
+    fmt: TileFormat = TileFormat.PNG
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -182,7 +182,7 @@ class TileSpec:
             set_(self, "window", parse_window(self.window))
         set_(self, "labels", _labels(self.labels))
         set_(self, "opacity", _opacity(self.opacity))
-        set_(self, "format", _format(self.format))
+        set_(self, "fmt", _format(self.fmt))
 
 
 @dataclass(frozen=True)
@@ -284,7 +284,7 @@ def _resolve(reader: Reader, entry: SeriesEntry, spec: TileSpec, memo: RenderMem
         "window": window.value if isinstance(window, Preset) else window.key(),
         "labels": list(labels),
         "opacity": spec.opacity if labels else None,
-        "format": spec.format.value,
+        "format": spec.fmt.value,
         "metadata": [memo.digest(reader, ref.site, k) for k in keys],
         "image": [ref.site, ref.path],
     }
@@ -460,8 +460,8 @@ def render_tile(
             layers.append((lab, node))
         pixels = _overlay(pixels, layers, spec.opacity)
     return RenderedTile(
-        data=_encode(pixels, spec.format),
-        media_type=spec.format.media_type,
+        data=_encode(pixels, spec.fmt),
+        media_type=spec.fmt.media_type,
         etag=plan.etag,
         width=c1 - c0,
         height=r1 - r0,

@@ -18,12 +18,19 @@ from atlas.errors import InvalidInput
 __all__ = ["CacheStats", "TileCache"]
 
 
-class _Sized(Protocol):
+class _Tile(Protocol):
     @property
     def data(self) -> bytes: ...
 
 
-T = TypeVar("T", bound=_Sized)
+T = TypeVar("T", bound="_Tile | bytes")
+
+
+def _size(value: _Tile | bytes) -> int:
+    """Bytes a cached value holds: its length (``bytes``) or its ``data``'s length."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return len(value)
+    return len(value.data)
 
 
 @dataclass(frozen=True)
@@ -40,7 +47,10 @@ class CacheStats:
 
 
 class TileCache(Generic[T]):
-    """Thread-safe LRU of tiles (anything with ``data: bytes``) bounded by total ``data`` bytes.
+    """Thread-safe LRU of tiles bounded by their total bytes.
+
+    A value is ``bytes`` (an encoded tile) or anything with ``data: bytes`` (a
+    :class:`~atlas.serve.render.RenderedTile`); its size is the length of those bytes.
 
     Parameters
     ----------
@@ -70,11 +80,11 @@ class TileCache(Generic[T]):
 
     def put(self, key: str, tile: T) -> bool:
         """Cache ``tile`` at ``key``, evicting the least recently used; ``False`` if too large."""
-        size = len(tile.data)
+        size = _size(tile)
         with self._lock:
             old = self._items.pop(key, None)
             if old is not None:
-                self._nbytes -= len(old.data)
+                self._nbytes -= _size(old)
             if size > self.max_bytes:
                 self._refused += 1
                 return False
@@ -82,7 +92,7 @@ class TileCache(Generic[T]):
             self._nbytes += size
             while self._nbytes > self.max_bytes:
                 _, evicted = self._items.popitem(last=False)
-                self._nbytes -= len(evicted.data)
+                self._nbytes -= _size(evicted)
                 self._evictions += 1
             return True
 
