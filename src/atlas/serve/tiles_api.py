@@ -91,7 +91,7 @@ def tiles_router(
         spec = TileSpec(
             plane=plane, level=level, index=index, ty=ty, tx=tx, labels=labels,
             window=None if window is None else parse_window(window),
-            opacity=opacity, format=fmt,
+            opacity=opacity, fmt=fmt,
         )  # fmt: skip
 
         def prepare() -> tuple[SeriesEntry, str]:
