@@ -196,3 +196,16 @@ def test_healthz_and_openapi_need_no_token(served) -> None:
     assert client.get("/healthz").json()["status"] == "ok"
     spec = client.get("/openapi.json").json()
     assert "/api/series" in spec["paths"] and "/api/series/{series_id}" in spec["paths"]
+
+
+def test_a_request_refused_before_its_handler_is_audited_by_its_route(served) -> None:
+    client, audit, _ = served
+    before = len(list(audit.records()))
+    item = _first(client, "a")
+    client.get(f"/api/series/{item['series_id']}/tiles/oblique/0/1/0/0.png",
+               headers=client.h("all"))  # fmt: skip
+    client.get("/api/series", params={"limit": 0}, headers=client.h("all"))
+    new = list(audit.records())[before + 1 :]
+    assert [(r["event"], r["outcome"]) for r in new] == [
+        ("instances-accessed", 4), ("query", 4)
+    ]  # fmt: skip
