@@ -138,3 +138,23 @@ def test_signed_url_is_issued_for_a_covered_series_only(served) -> None:
                 {"series_id": a["series_id"], "ttl_s": 1e9}):  # fmt: skip
         r = client.post("/api/signed-urls", json=bad, headers=s.h("site-a"))
         assert r.status_code in (400, 422) and r.json()["error"] == "invalid_input", bad
+
+
+def test_signed_url_reads_its_image_only(served) -> None:
+    client, s, _app, by_site = served
+    a, b = by_site["a"], by_site["b"]
+    url = client.post("/api/signed-urls", json={"series_id": a["series_id"]},
+                      headers=s.h("all")).json()["url"]  # fmt: skip
+    r = client.get(url + "zarr.json")
+    assert r.status_code == 200 and r.json()["node_type"] == "group"
+    token = url.split("/")[2]
+    # the token opens nothing outside its image: not site b, not the index, not as a bearer
+    b_url = url.replace(f"/a/{a['image_path']}/", f"/b/{b['image_path']}/")
+    assert client.get(b_url + "zarr.json").status_code == 403
+    assert client.get(url.split("/a/")[0] + "/a/_index/CURRENT").status_code in (403, 404)
+    r = client.get("/api/series", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 401
+    assert client.get(url.replace(token, token[:-4] + "AAAA") + "zarr.json").status_code == 401
+    assert token not in s.audit.path.read_text()
+    seen = [r for r in s.audit.records() if r["route"].startswith("GET /signed/")]
+    assert seen and all(r["object_id"] in (a["series_id"], None) for r in seen)
