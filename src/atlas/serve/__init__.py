@@ -28,6 +28,10 @@ _EXPORTS = {
     "ServeConfig": "atlas.serve.config",
     "ServeContext": "atlas.serve.context",
     "load_serve_config": "atlas.serve.config",
+    "create_app": "atlas.serve.app",
+    "RenderSlots": "atlas.serve.limits",
+    "ServerSpec": "atlas.serve.server",
+    "serve_in_thread": "atlas.serve.server",
 }
 
 __all__ = sorted(_EXPORTS)
