@@ -255,3 +255,52 @@ def test_field_checks_and_vocabularies(tmp_path, key) -> None:
     assert [OC.from_status(s) for s in (200, 206, 304, 401, 404, 503)] == [
         OC.SUCCESS, OC.SUCCESS, OC.SUCCESS, OC.MINOR_FAILURE, OC.MINOR_FAILURE, OC.SERIOUS_FAILURE
     ]  # fmt: skip
+
+
+def test_concurrent_appends_share_fsyncs(tmp_path, key, monkeypatch) -> None:
+    import atlas.serve.audit as audit_module
+
+    real = audit_module.os.fsync
+    syncs: list[int] = []
+
+    def slow_fsync(fd: int) -> None:  # a slow disk: others queue while one syncs
+        syncs.append(fd)
+        threading.Event().wait(0.02)
+        real(fd)
+
+    monkeypatch.setattr(audit_module.os, "fsync", slow_fsync)
+    t = AuditTrail(tmp_path / "group.jsonl", key)
+    start = threading.Barrier(16)
+    returned: list[dict] = []
+
+    def worker(i: int) -> None:
+        start.wait()
+        for j in range(5):
+            returned.append(_append(t, i * 10 + j))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(16)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    check = t.verify()
+    assert check.ok and check.count == 80
+    assert sorted(r["seq"] for r in returned) == list(range(1, 81))  # each caller got its own
+    assert len(syncs) < 40  # 80 records, far fewer syncs: they were group-committed
+
+
+def test_a_failed_write_fails_every_caller_of_its_batch(tmp_path, key, monkeypatch) -> None:
+    import atlas.serve.audit as audit_module
+
+    t = AuditTrail(tmp_path / "fail.jsonl", key)
+    _append(t, 0)
+
+    def broken(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(audit_module.os, "fsync", broken)
+    with pytest.raises(OSError, match="No space"):
+        _append(t, 1)
+    monkeypatch.undo()
+    _append(t, 2)
+    assert t.verify().ok
