@@ -121,7 +121,9 @@ def test_token_errors_are_one_line(tmp_path, config, atlas_cli, monkeypatch) -> 
     assert "at most 2592000 s" in error(*base, "--purpose", "research", "--ttl", "31d")
     assert "site names" in error(*base, "--purpose", "research", "--sites", "a/b")
     assert "at least one name" in error(*base, "--purpose", "research", "--sites", ",")
-    assert "subject" in error("token", "create", "--subject", "", "--purpose", "research")
+    assert "subject" in error("token", "create", "--subject", "", "--purpose", "research",
+                              "--config", str(config))  # fmt: skip
+    assert not (config.parent / "keys" / "serve.key").exists()  # bad commands create no key
     token = atlas_cli(*base, "--purpose", "research")[1].strip()
     assert "whole token, not a token id" in error("token", "revoke", token, "--config",
                                                   str(config))  # fmt: skip

@@ -248,6 +248,10 @@ def test_field_checks_and_vocabularies(tmp_path, key) -> None:
     assert E.SECURITY_ALERT.code == ("110113", "Security Alert")
     assert E.APPLICATION_ACTIVITY.code == ("110100", "Application Activity")
     assert [a.value for a in A] == ["C", "R", "U", "D", "E"]
+    assert E.for_status(200, E.QUERY) is E.QUERY
+    assert E.for_status(404, E.INSTANCES_ACCESSED) is E.INSTANCES_ACCESSED
+    assert E.for_status(401, E.QUERY) is E.SECURITY_ALERT
+    assert E.for_status(403, E.INSTANCES_ACCESSED) is E.SECURITY_ALERT
     assert [OC.from_status(s) for s in (200, 206, 304, 401, 404, 503)] == [
         OC.SUCCESS, OC.SUCCESS, OC.SUCCESS, OC.MINOR_FAILURE, OC.MINOR_FAILURE, OC.SERIOUS_FAILURE
     ]  # fmt: skip

@@ -81,7 +81,7 @@ def test_revocation_takes_effect_without_a_restart(tmp_path, auth) -> None:
             break
         assert time.monotonic() - start < 10
         time.sleep(0.01)
-    assert time.monotonic() - start < 1.0  # poll 0.1 s
+    assert time.monotonic() - start < 0.1 + 3  # the poll, plus slack for a loaded machine
     with pytest.raises(Unauthorized, match="has been revoked"):  # its signed URLs too
         auth.authenticate(None, signed.token)
 

@@ -83,8 +83,15 @@ def token_create(
     config: Path | None = ConfigOption,
 ) -> None:
     """Create a token signed by the server key and print it (its id and expiry on stderr)."""
-    from atlas.serve.tokens import TokenIssuer
+    from atlas.privacy.consent import check_purpose
+    from atlas.serve.tokens import TokenIssuer, check_names, check_subject, check_ttl
 
+    # every value checked before the key file is touched (a bad command creates nothing)
+    check_subject(subject)
+    check_purpose(purpose)
+    check_names("site", _names(sites))
+    check_names("collection", _names(collections))
+    check_ttl(_seconds(ttl))
     settings = _settings(config)
     issuer = TokenIssuer.from_key_file(settings["key_file"], create=True)
     token = issuer.create(
@@ -171,9 +178,9 @@ def _trail(config: Path | None) -> Any:
 #: (header, record field) of the table
 _COLUMNS = (("seq", "seq"), ("time (UTC)", "time"), ("event", "event"), ("act", "action"),
             ("out", "outcome"), ("subject", "subject"), ("token", "token_id"),
-            ("client", "client"), ("purpose", "purpose"), ("route", "route"),
-            ("object", "object_id"), ("site", "site"), ("tiles", "tiles"),
-            ("bytes", "nbytes"))  # fmt: skip
+            ("client", "client"), ("purpose", "purpose"), ("object", "object_id"),
+            ("site", "site"), ("tiles", "tiles"), ("bytes", "nbytes"),
+            ("route", "route"))  # fmt: skip
 
 
 def _cell(record: dict[str, Any], field: str) -> str:
@@ -182,6 +189,8 @@ def _cell(record: dict[str, Any], field: str) -> str:
         return ""
     if field == "time":
         return str(value)[:19].replace("T", " ")
+    if field == "token_id" and len(str(value)) > 12:
+        return str(value)[:12] + "…"  # the whole id: --format json
     return str(value)
 
 

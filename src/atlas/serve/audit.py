@@ -62,6 +62,11 @@ class AuditEvent(StrEnum):
         """The DICOM coded event id: ``(code value, code meaning)`` of the DCM scheme."""
         return _EVENT_CODES[self]
 
+    @classmethod
+    def for_status(cls, status: int, served: AuditEvent) -> AuditEvent:
+        """The event of a response: a security alert for 401/403, else what was ``served``."""
+        return cls.SECURITY_ALERT if status in (401, 403) else cls(served)
+
 
 _EVENT_CODES = {
     AuditEvent.QUERY: ("110112", "Query"),

@@ -17,7 +17,7 @@ _SHOWN = 6
 #: a JWT-shaped run of characters (a JSON header, three base64url parts), wherever it stands
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
 _SIGNED = re.compile(r"(/signed/)([^/?#\s]+)")
-_BEARER = re.compile(r"(?i)(bearer\s+)(\S+)")
+_BEARER = re.compile(r"(?i)(bearer\s+)(\S{16,})")
 
 
 def redact(token: str | None) -> str:

@@ -43,6 +43,7 @@ __all__ = [
     "MAX_TTL_S",
     "TokenIssuer",
     "check_names",
+    "check_subject",
     "check_times",
     "check_ttl",
     "decode_failure",
@@ -154,7 +155,8 @@ def _check_token_id(token_id: str) -> str:
     return token_id
 
 
-def _check_subject(subject: str) -> str:
+def check_subject(subject: str) -> str:
+    """A token subject: a user or service name of 1-128 plain characters."""
     if not isinstance(subject, str) or not _SUBJECT.match(subject):
         raise InvalidInput(
             "a token subject is 1-128 letters, digits or . _ @ : + - (a user or service name)"
@@ -283,7 +285,7 @@ class TokenIssuer:
         now = float(self._clock())
         claims: dict[str, Any] = {
             "iss": ISSUER,
-            "sub": _check_subject(subject),
+            "sub": check_subject(subject),
             "jti": _check_token_id(uuid.uuid4().hex if token_id is None else token_id),
             "iat": int(now),
             "exp": math.ceil(now + check_ttl(ttl_s)),
