@@ -13,6 +13,8 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -36,7 +38,8 @@ from atlas.errors import (
     Unauthorized,
 )
 from atlas.serve import Grant, ServeConfig, ServeContext
-from atlas.serve.zarr_http import check_key, redact_signed, zarr_router
+from atlas.serve.zarr_http import check_key, zarr_router
+from atlas.storage import Store
 
 STATUS = ((Unauthorized, 401), (Forbidden, 403), (NotFound, 404), (InvalidInput, 400),
           (StoreUnavailable, 503))  # fmt: skip
@@ -52,6 +55,12 @@ def authenticate(request: Request) -> Grant:
     return Grant(subject, f"jti-{subject}", "research", sites=frozenset(sites.split(",")))
 
 
+async def atlas_error(request: Request, exc: Exception) -> JSONResponse:
+    """The app's error mapping, in short: each Atlas error class to its status."""
+    status = next((s for cls, s in STATUS if isinstance(exc, cls)), 500)
+    return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status)
+
+
 def make_app(ctx: ServeContext, signed: dict[str, Grant]) -> FastAPI:
     def verify(token: str) -> Grant:
         if token not in signed:
@@ -59,11 +68,6 @@ def make_app(ctx: ServeContext, signed: dict[str, Grant]) -> FastAPI:
         return signed[token]
 
     app = FastAPI()
-
-    async def atlas_error(request: Request, exc: Exception) -> JSONResponse:
-        status = next((s for cls, s in STATUS if isinstance(exc, cls)), 500)
-        return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status)
-
     app.add_exception_handler(AtlasError, atlas_error)
     app.include_router(zarr_router(ctx, authenticate, verify))
     app.add_middleware(
@@ -97,21 +101,12 @@ class Live:
         return out
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory) -> Iterator[Live]:
-    tmp = tmp_path_factory.mktemp("rawzarr")
-    catalog = build_catalog(tmp, {"a": 1, "b": 1}, shape=(40, 96, 96))
-    cfg = ServeConfig(
-        stores=catalog.stores, key_file=tmp / "k", audit_log=tmp / "a", revocations=tmp / "r",
-        cors_origins=(ORIGIN,),
-    )  # fmt: skip
-    ctx = ServeContext(cfg)
-    image = {site: next(p for p, s in catalog.site_of.items() if s == site) for site in "ab"}
-    signed = {"tok-a": Grant("link", "jti-link", "research", path_prefix=("a", image["a"]))}
-    server = uvicorn.Server(uvicorn.Config(make_app(ctx, signed), log_level="warning"))
+@contextmanager
+def running(app: FastAPI) -> Iterator[str]:
+    """``app`` on a real uvicorn server on a free loopback port; yields its base URL."""
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -119,12 +114,33 @@ def live(tmp_path_factory) -> Iterator[Live]:
         assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
         time.sleep(0.05)
     try:
-        yield Live(f"http://127.0.0.1:{port}", ctx, image)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+def serve_catalog(stores: dict[str, Store], image: dict[str, str], tmp: Path) -> Iterator[Live]:
+    cfg = ServeConfig(
+        stores=stores, key_file=tmp / "k", audit_log=tmp / "a", revocations=tmp / "r",
+        cors_origins=(ORIGIN,),
+    )  # fmt: skip
+    ctx = ServeContext(cfg)
+    signed = {"tok-a": Grant("link", "jti-link", "research", path_prefix=("a", image["a"]))}
+    try:
+        with running(make_app(ctx, signed)) as base:
+            yield Live(base, ctx, image)
+    finally:
         ctx.close()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory) -> Iterator[Live]:
+    tmp = tmp_path_factory.mktemp("rawzarr")
+    catalog = build_catalog(tmp, {"a": 1, "b": 1}, shape=(40, 96, 96))
+    image = {site: next(p for p, s in catalog.site_of.items() if s == site) for site in "ab"}
+    yield from serve_catalog(catalog.stores, image, tmp)
 
 
 def local_array(live: Live, site: str = "a") -> np.ndarray:
@@ -171,7 +187,8 @@ def test_signed_path_needs_no_header(live: Live) -> None:
     assert live.get(f"/signed/tok-a/b/{live.image['b']}/zarr.json", sites=None).status_code == 403
     assert live.get("/signed/tok-a/a/_index/CURRENT", sites=None).status_code == 404
     assert live.get(f"/signed/nope/a/{live.image['a']}/zarr.json", sites=None).status_code == 401
-    assert redact_signed("/signed/tok-a/a/x/zarr.json") == "/signed/<token>/a/x/zarr.json"
+    meta = live.get(f"/signed/tok-a/a/{live.image['a']}/zarr.json", sites=None)
+    assert meta.status_code == 200 and meta.headers["referrer-policy"] == "no-referrer"
 
 
 def test_one_inner_chunk_of_a_shard_by_range(live: Live) -> None:
@@ -296,3 +313,48 @@ def test_check_key() -> None:
                 "x" * 2000):  # fmt: skip
         with pytest.raises(InvalidInput):
             check_key(bad)
+
+
+def test_a_range_reads_only_its_bytes_from_the_store(live: Live, monkeypatch) -> None:
+    store = live.ctx.stores["a"]
+    asked: list[tuple[str, int, int]] = []
+    real = store.read_range
+
+    def spy(key: str, start: int, stop: int) -> bytes:
+        asked.append((key, start, stop))
+        return real(key, start, stop)
+
+    monkeypatch.setattr(store, "read_range", spy)
+    key = f"{live.image['a']}/0/c/0/0/0"
+    r = live.get(f"/zarr/a/{key}", Range="bytes=1000-1099,-16")
+    assert r.status_code == 206
+    size = store.stat(key).size
+    assert sorted(asked) == [(key, 1000, 1100), (key, size - 16, size)]
+    asked.clear()
+    monkeypatch.setattr("atlas.serve.zarr_http.BLOCK", 64 << 10)
+    assert live.get(f"/zarr/a/{key}").content == real(key, 0, size)
+    assert all(stop - start <= 64 << 10 for _, start, stop in asked) and len(asked) > 1
+
+
+def test_an_authenticator_object_verifies_both_forms(live: Live) -> None:
+    """The app passes its Authenticator: ``authenticate(authorization, signed_token)``."""
+
+    class Auth:
+        def authenticate(self, authorization: str | None, signed_token: str | None) -> Grant:
+            if signed_token == "sig-1":
+                return Grant("s", "j1", "research", path_prefix=("a", live.image["a"]))
+            if authorization == "Bearer real":
+                return Grant("r", "j2", "research", sites=frozenset({"a"}))
+            raise Unauthorized("no valid token")
+
+    app = FastAPI()
+    app.add_exception_handler(AtlasError, atlas_error)
+    app.include_router(zarr_router(live.ctx, Auth()))
+    key = f"a/{live.image['a']}/zarr.json"
+    with running(app) as base, httpx.Client(base_url=base) as http:
+        assert http.get(f"/zarr/{key}", headers={"Authorization": "Bearer real"}).is_success
+        assert http.get(f"/signed/sig-1/{key}").is_success
+        assert http.get(f"/zarr/{key}").status_code == 401
+        assert http.get(f"/signed/sig-2/{key}").status_code == 401
+        assert http.get(f"/zarr/b/{live.image['b']}/zarr.json",
+                        headers={"Authorization": "Bearer real"}).status_code == 403  # fmt: skip

@@ -65,7 +65,7 @@ class ServeContext:
         self.reader = reader if reader is not None else Reader(self.stores)
         self._lock = threading.Lock()
         self._atlases: dict[str, tuple[float, Atlas]] = {}
-        self._paths: dict[tuple[str, str], tuple[float, list[str]]] = {}
+        self._paths: dict[tuple[str, str], tuple[float, list[str], dict[str, SeriesEntry]]] = {}
         self._series: dict[tuple[str, str, int], tuple[Atlas, SeriesEntry]] = {}
 
     # -- catalogs -------------------------------------------------------------------------
@@ -145,16 +145,12 @@ class ServeContext:
         if not grant.allows_site(site):
             raise Forbidden(f"token {grant.token_id!r} does not cover site {site!r}")
         key = key.strip("/")
-        paths = self._image_paths(grant.purpose, site)
+        paths, entries = self._image_paths(grant.purpose, site)
         i = bisect.bisect_right(paths, key)
         while i > 0:
             path = paths[i - 1]
             if key == path or key.startswith(path + "/"):
-                rows = self.atlas(grant.purpose).series.where(site=site, image_path=path)
-                table = rows.to_arrow().value
-                if table is None or table.num_rows == 0:
-                    break
-                entry = _entry(table.to_pylist()[0])
+                entry = entries[path]
                 grant.check(entry.site, entry.collection, entry.image_path)
                 return entry, key[len(path) :].lstrip("/")
             if not key.startswith(path.split("/")[0]):
@@ -162,19 +158,22 @@ class ServeContext:
             i -= 1
         raise NotFound(f"no image of site {site!r} holds {key!r}")
 
-    def _image_paths(self, purpose: str, site: str) -> list[str]:
+    def _image_paths(self, purpose: str, site: str) -> tuple[list[str], dict[str, SeriesEntry]]:
+        """The site's image paths (sorted) and each one's entry, from one catalog query."""
         now = time.monotonic()
         with self._lock:
             hit = self._paths.get((purpose, site))
         if hit is not None and now - hit[0] < CATALOG_REFRESH_S:
-            return hit[1]
-        query = self.atlas(purpose).series.where(site=site).select("image_path")
-        table = query.to_arrow().value
-        column = [] if table is None else table.column("image_path").to_pylist()
-        paths = sorted({p.strip("/") for p in column if p})
+            return hit[1], hit[2]
+        table = self.atlas(purpose).series.where(site=site).to_arrow().value
+        entries: dict[str, SeriesEntry] = {}
+        for row in [] if table is None else table.to_pylist():
+            if row.get("image_path"):
+                entries.setdefault(str(row["image_path"]).strip("/"), _entry(row))
+        paths = sorted(entries)
         with self._lock:
-            self._paths[(purpose, site)] = (now, paths)
-        return paths
+            self._paths[(purpose, site)] = (now, paths, entries)
+        return paths, entries
 
     def close(self) -> None:
         """Release the reader's resources."""

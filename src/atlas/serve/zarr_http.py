@@ -40,7 +40,7 @@ from atlas.serve.ranges import (
 )
 from atlas.storage import ObjectStat, Store
 
-__all__ = ["BLOCK", "CACHE_CONTROL", "check_key", "redact_signed", "zarr_router"]
+__all__ = ["BLOCK", "CACHE_CONTROL", "check_key", "zarr_router"]
 
 #: bytes read from the store at a time (a request's memory is bounded by it)
 BLOCK = 4 << 20
@@ -50,16 +50,10 @@ ALLOW = "GET, HEAD, OPTIONS"
 MAX_KEY = 1024
 MAX_TOKEN = 4096
 _BAD_CHARS = re.compile(r"[\x00-\x1f\x7f\\%:]")
-_SIGNED = re.compile(r"^(/signed/)[^/]+")
 
 #: ``authenticate(request) -> Grant`` (bearer routes) and ``verify(token) -> Grant``
 BearerAuth = Callable[[Request], Grant]
 SignedAuth = Callable[[str], Grant]
-
-
-def redact_signed(path: str) -> str:
-    """``path`` with a signed URL's token replaced, for access logs (tokens are never logged)."""
-    return _SIGNED.sub(r"\1<token>", path)
 
 
 def check_key(key: str) -> str:
@@ -187,6 +181,8 @@ def zarr_router(
         headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL, "Accept-Ranges": "bytes"}
         if vary:
             headers["Vary"] = "Authorization"
+        else:  # a signed path is a credential: never pass it on in a Referer
+            headers["Referrer-Policy"] = "no-referrer"
         inm = request.headers.get("if-none-match")
         if inm is not None and _matches(inm, etag):
             return Response(status_code=304, headers=headers)
