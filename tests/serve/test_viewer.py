@@ -1,0 +1,336 @@
+"""The web viewer in Debian's headless chromium (Playwright), against a real uvicorn server.
+
+The server serves a real catalog (synthetic CT subjects with labels, ingested and indexed);
+the browser enters a token, searches, opens a series and drives the three linked views. Every
+check reads decoded tile pixels back from the page, so a viewer that shows nothing, the wrong
+slice or ignores the window or labels fails. Screenshots are kept under the test's tmp dir
+and, when ``ATLAS_ARTIFACTS`` is set, copied there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+from tests.serve.viewer_backend import viewer_test_app
+from tests.stream.plan_catalog import build_catalog
+
+from atlas.read import ReadRequest
+from atlas.serve import Grant, ServeConfig, ServeContext
+from atlas.serve.viewer import CSP
+
+TOKEN = "viewer-test-token-0123456789abcdef"
+TOKEN_A = "viewer-test-token-site-a-only-0123"
+FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]  # fmt: skip
+SHAPE = (24, 64, 64)
+PLANES = ("axial", "coronal", "sagittal")
+
+
+def chromium_path() -> str:
+    """Debian's chromium (or ``ATLAS_CHROMIUM``); a failure naming the installer if absent."""
+    path = os.environ.get("ATLAS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(path).exists():
+        pytest.fail(
+            f"chromium not found at {path}: run scripts/ensure-chromium (installs Debian's "
+            "chromium) or set ATLAS_CHROMIUM; the viewer tests need a real browser"
+        )
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory) -> Iterator[dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("viewer")
+    catalog = build_catalog(tmp, {"a": 1, "b": 1}, shape=SHAPE)
+    cfg = ServeConfig(
+        stores=catalog.stores, key_file=tmp / "k", audit_log=tmp / "a", revocations=tmp / "r"
+    )
+    ctx = ServeContext(cfg)
+    tokens = {
+        TOKEN: Grant("viewer-test", "t-viewer", "research"),
+        TOKEN_A: Grant("viewer-a", "t-viewer-a", "research", sites=frozenset({"a"})),
+    }
+    app = viewer_test_app(ctx, tokens)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield {"url": f"http://127.0.0.1:{port}", "ctx": ctx, "catalog": catalog}
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        ctx.close()
+
+
+@pytest.fixture(scope="module")
+def browser(served) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    exe = chromium_path()
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=exe, args=FLAGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+class Watch:
+    """Console errors, page errors, failed and non-2xx requests of one page."""
+
+    def __init__(self, page: Any) -> None:
+        self.problems: list[str] = []
+        add = self.problems.append
+        page.on("console", lambda m: m.type == "error" and add(f"console: {m.text}"))
+        page.on("pageerror", lambda e: add(f"page error: {e}"))
+        page.on("requestfailed", lambda r: add(f"failed: {r.url} {r.failure}"))
+        page.on("response", lambda r: r.status >= 400 and add(f"{r.status}: {r.url}"))
+
+
+def keep(page: Any, tmp_path: Path, name: str) -> None:
+    """A screenshot under the test's tmp dir and, with ATLAS_ARTIFACTS set, there too."""
+    path = tmp_path / f"{name}.png"
+    page.screenshot(path=str(path))
+    folder = os.environ.get("ATLAS_ARTIFACTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(folder) / path.name)
+
+
+PIXELS_JS = """
+(plane) => {
+  const imgs = [...document.querySelectorAll(`.view[data-plane=${plane}] .tiles img`)];
+  let w = 0, h = 0;
+  const at = imgs.map((img) => {
+    const [ty, tx] = img.dataset.tile.split(",").map(Number);
+    w = Math.max(w, tx * 256 + img.naturalWidth);
+    h = Math.max(h, ty * 256 + img.naturalHeight);
+    return [img, tx * 256, ty * 256];
+  });
+  const c = document.createElement("canvas");
+  c.width = w; c.height = h;
+  const g = c.getContext("2d");
+  for (const [img, x, y] of at) g.drawImage(img, x, y);
+  return {w, h, natural: imgs.map((i) => i.naturalWidth),
+          data: w && h ? Array.from(g.getImageData(0, 0, w, h).data) : []};
+}
+"""
+
+
+def pixels(page: Any, plane: str) -> np.ndarray:
+    """The decoded tiles of a view as one RGBA array (rows, columns, 4)."""
+    got = page.evaluate(PIXELS_JS, plane)
+    assert got["natural"] and all(n > 0 for n in got["natural"]), f"{plane}: no decoded tile"
+    return np.asarray(got["data"], dtype=np.uint8).reshape(got["h"], got["w"], 4)
+
+
+def wait_ready(page: Any, plane: str, index: int | None = None) -> None:
+    sel = f".view[data-plane={plane}][data-state=ready]"
+    if index is not None:
+        sel += f'[data-index="{index}"]'
+    page.wait_for_selector(sel, timeout=15000)
+
+
+def wait_key(page: Any, part: str) -> None:
+    """Wait until the axial view shows tiles whose parameters contain ``part``."""
+    js = "(p) => document.querySelector('.view[data-plane=axial] .tiles').dataset.key.includes(p)"
+    page.wait_for_function(js, arg=part)
+
+
+def open_viewer(page: Any, url: str) -> None:
+    page.goto(f"{url}/viewer")
+    page.fill("#token", TOKEN)
+    page.click("#token-use")
+    page.wait_for_selector("#collections li button")
+
+
+def test_viewer_loads_scrolls_windows_and_toggles_labels(served, browser, tmp_path) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    watch = Watch(page)
+    open_viewer(page, served["url"])
+    assert page.evaluate("sessionStorage.length") == 1  # the token, kept for the tab only
+    assert "liver-ct" in page.inner_text("#collections")
+    # search: the filter box narrows the list to one site's series
+    rows = served["ctx"].atlas("research").series.to_arrow().value.to_pylist()
+    row = next(r for r in rows if r["site"] == "a")
+    page.fill("#q", 'site == "a"')
+    page.press("#q", "Enter")
+    page.wait_for_function("() => document.querySelectorAll('#results button.series').length == 1")
+    assert row["series_id"] in page.inner_text("#results")
+    page.click("#results button.series")
+    for plane in PLANES:
+        wait_ready(page, plane)
+    z = int(page.get_attribute(".view[data-plane=axial]", "data-index"))
+    assert z == SHAPE[0] // 2
+    assert page.inner_text("#slice-axial") == f"{z + 1} / {SHAPE[0]}"
+    shapes = {p: pixels(page, p).shape for p in PLANES}
+    assert shapes["axial"][:2] == SHAPE[1:]  # rows y, columns x (isotropic in-plane)
+    assert shapes["coronal"][1] == SHAPE[2] and shapes["sagittal"][1] == SHAPE[1]
+    keep(page, tmp_path, "viewer-open")
+
+    # scrolling: the wheel over the axial view moves one slice; pixels and the number change
+    before = pixels(page, "axial")
+    box = page.locator(".view[data-plane=axial] .viewport").bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, 100)
+    wait_ready(page, "axial", z + 1)
+    assert page.inner_text("#slice-axial") == f"{z + 2} / {SHAPE[0]}"
+    assert not np.array_equal(before, pixels(page, "axial"))
+    page.keyboard.press("ArrowDown")
+    wait_ready(page, "axial", z)
+    assert np.array_equal(before, pixels(page, "axial"))  # back to the same slice, same tiles
+
+    # crosshair: a click in the axial view sets the coronal and sagittal slices
+    page.mouse.click(box["x"] + box["width"] / 2 + 40, box["y"] + box["height"] / 2)
+    sag = int(page.get_attribute(".view[data-plane=sagittal]", "data-index") or -1)
+    mid = SHAPE[2] // 2
+    page.wait_for_function(
+        f"() => document.querySelector('#slice-sagittal').dataset.index != {mid}"
+    )
+    wait_ready(page, "sagittal")
+    assert int(page.get_attribute("#slice-sagittal", "data-index")) > sag
+
+    # windowing: the lung preset (key 2) changes the pixels, CT soft tissue (1) restores them
+    soft = pixels(page, "axial")
+    page.keyboard.press("2")
+    page.wait_for_function("() => document.querySelector('#window').value == 'lung'")
+    wait_ready(page, "axial", z)
+    wait_key(page, "lung")
+    assert not np.array_equal(soft, pixels(page, "axial"))
+    keep(page, tmp_path, "viewer-lung")
+    page.keyboard.press("1")
+    wait_key(page, "soft")
+    assert np.array_equal(soft, pixels(page, "axial"))
+
+    # labels: go to a slice with a label, toggle them off (key l): only labelled pixels change
+    entry = served["ctx"].series(Grant("t", "t", "research"), row["series_id"])
+    name = served["ctx"].reader.node(entry.ref()).metadata.labels[0]
+    label = served["ctx"].reader.read(ReadRequest(entry.ref(name))).data
+    zl = int(np.argmax((label > 0).sum(axis=(1, 2))))
+    page.click(".view[data-plane=axial] .viewport", position={"x": 5, "y": 5})
+    page.keyboard.press("Home")
+    for _ in range(zl):
+        page.keyboard.press("ArrowUp")
+    wait_ready(page, "axial", zl)
+    with_labels = pixels(page, "axial")
+    legend = page.inner_text("#legend")
+    assert name in legend
+    page.keyboard.press("l")
+    wait_key(page, "none")
+    without = pixels(page, "axial")
+    changed = np.any(with_labels[..., :3] != without[..., :3], axis=2)
+    where = label[zl] > 0
+    assert changed.any() and where.any()
+    assert (changed & where).sum() >= 0.9 * where.sum()  # labelled pixels changed...
+    assert not (changed & ~where).any()  # ...and nothing else
+    keep(page, tmp_path, "viewer-labels-off")
+    page.keyboard.press("l")
+
+    # explicit W/C
+    page.fill("#ww", "100")
+    page.fill("#wc", "0")
+    page.click("#wc-apply")
+    wait_key(page, "100%2C0")
+    assert not np.array_equal(with_labels, pixels(page, "axial"))
+
+    # zoom: '+' zooms the active view in; 'r' resets
+    page.click(".view[data-plane=axial] .viewport", position={"x": 5, "y": 5})
+    for _ in range(3):
+        page.keyboard.press("+")
+    wait_ready(page, "axial")
+    page.keyboard.press("r")
+    wait_ready(page, "axial", SHAPE[0] // 2)
+
+    # help overlay
+    page.keyboard.press("?")
+    assert page.is_visible("#help") and "labels on / off" in page.inner_text("#help")
+    keep(page, tmp_path, "viewer-help")
+    page.keyboard.press("Escape")
+    assert watch.problems == []
+    page.close()
+
+
+def test_viewer_says_what_went_wrong(served, browser) -> None:
+    page = browser.new_page()
+    page.goto(f"{served['url']}/viewer/")
+    page.fill("#token", "not-a-valid-token")
+    page.click("#token-use")
+    page.wait_for_selector("#error[data-status='401']")
+    assert "Not signed in (401)" in page.inner_text("#error")
+    page.fill("#token", TOKEN)
+    page.click("#token-use")
+    page.wait_for_selector("#collections li button")
+    assert page.is_hidden("#error")
+    page.goto(f"{served['url']}/viewer/#series=no-such-series&volume=0")
+    page.wait_for_selector("#error[data-status='404']")
+    assert "Not found (404)" in page.inner_text("#error")
+    assert "no-such-series" in page.inner_text("#error")
+    # a token for site a only: a site-b series is refused (403), and says so
+    rows = served["ctx"].atlas("research").series.to_arrow().value.to_pylist()
+    b_series = next(r["series_id"] for r in rows if r["site"] == "b")
+    page.fill("#token", TOKEN_A)
+    page.click("#token-use")
+    page.wait_for_selector("#collections li button")
+    assert "1 series" in page.inner_text("#collections")
+    page.goto(f"{served['url']}/viewer/#series={b_series}&volume=0")
+    page.wait_for_selector("#error[data-status='403']")
+    assert "does not cover this (403)" in page.inner_text("#error")
+    assert page.get_attribute(".view[data-plane=axial]", "data-state") is None  # no tile asked
+    page.close()
+
+
+def test_viewer_files_media_types_and_csp(served) -> None:
+    url = served["url"]
+    with httpx.Client(base_url=url) as http:
+        root = http.get("/viewer")
+        assert root.status_code == 307 and root.headers["location"] == "/viewer/"
+        kinds = {
+            "/viewer/": "text/html", "/viewer/viewer.js": "text/javascript",
+            "/viewer/mpr.js": "text/javascript", "/viewer/api.js": "text/javascript",
+            "/viewer/viewer.css": "text/css", "/viewer/favicon.svg": "image/svg+xml",
+        }  # fmt: skip
+        for path, kind in kinds.items():
+            r = http.get(path)
+            assert r.status_code == 200 and r.headers["content-type"].startswith(kind), path
+            assert r.headers["content-security-policy"] == CSP
+            assert r.headers["x-content-type-options"] == "nosniff"
+            again = http.get(path, headers={"If-None-Match": r.headers["etag"]})
+            assert again.status_code == 304
+        assert "script-src 'self'" in CSP and "unsafe-inline" not in CSP
+        html = http.get("/viewer/").text
+        assert "<script>" not in html and " style=" not in html and "onclick" not in html
+        r = http.get("/viewer/nope.js")
+        assert r.status_code == 404 and r.json()["error"] == "not_found"
+        assert "nope.js" in r.json()["detail"]
+        for bad in (
+            "/viewer/..%2Fviewer.py",
+            "/viewer/%2e%2e%2fcontext.py",
+            "/viewer/.%2e/viewer.py",
+        ):
+            r = http.get(bad)
+            assert r.status_code == 404 and "import" not in r.text, bad  # only the listed files
+        assert http.head("/viewer/viewer.js").status_code == 200
+        assert http.get("/api/collections").status_code == 401  # the data still needs a token
