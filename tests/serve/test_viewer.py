@@ -36,6 +36,7 @@ FLAGS = [
     "--disable-component-update", "--disable-sync", "--no-first-run",
 ]  # fmt: skip
 SHAPE = (24, 64, 64)
+BIG = (10, 300, 300)
 PLANES = ("axial", "coronal", "sagittal")
 
 
@@ -59,10 +60,11 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("viewer")
-    catalog = build_catalog(tmp, {"a": 1, "b": 1}, shape=SHAPE)
-    cfg = ServeConfig(
-        stores=catalog.stores, key_file=tmp / "k", audit_log=tmp / "a", revocations=tmp / "r"
-    )
+    catalog = build_catalog(tmp / "small", {"a": 1, "b": 1}, shape=SHAPE)
+    # site c: one series wider than a tile, with a second pyramid level
+    big = build_catalog(tmp / "big", {"c": 1}, shape=BIG, seed=7)
+    stores = {**catalog.stores, **big.stores}
+    cfg = ServeConfig(stores=stores, key_file=tmp / "k", audit_log=tmp / "a", revocations=tmp / "r")
     ctx = ServeContext(cfg)
     tokens = {
         TOKEN: Grant("viewer-test", "t-viewer", "research"),
@@ -172,7 +174,7 @@ def test_viewer_loads_scrolls_windows_and_toggles_labels(served, browser, tmp_pa
     watch = Watch(page)
     open_viewer(page, served["url"])
     assert page.evaluate("sessionStorage.length") == 1  # the token, kept for the tab only
-    assert "liver-ct" in page.inner_text("#collections")
+    assert "3 series" in page.inner_text("#collections")
     # search: the filter box narrows the list to one site's series
     rows = served["ctx"].atlas("research").series.to_arrow().value.to_pylist()
     row = next(r for r in rows if r["site"] == "a")
@@ -334,3 +336,52 @@ def test_viewer_files_media_types_and_csp(served) -> None:
             assert r.status_code == 404 and "import" not in r.text, bad  # only the listed files
         assert http.head("/viewer/viewer.js").status_code == 200
         assert http.get("/api/collections").status_code == 401  # the data still needs a token
+
+
+def test_zoom_picks_the_pyramid_level_and_drag_pans(served, browser, tmp_path) -> None:
+    page = browser.new_page(viewport={"width": 800, "height": 600})
+    watch = Watch(page)
+    open_viewer(page, served["url"])
+    page.fill("#q", 'site == "c"')
+    page.press("#q", "Enter")
+    page.wait_for_function("() => document.querySelectorAll('#results button.series').length == 1")
+    page.click("#results button.series")
+    wait_ready(page, "axial")
+    # level 0 at fit: 300 px wide, 2 x 2 tiles of 256 px (the last row and column cut)
+    assert page.get_attribute(".view[data-plane=axial]", "data-level") == "0"
+    sizes = page.eval_on_selector_all(
+        ".view[data-plane=axial] .tiles img", "(imgs) => imgs.map((i) => i.naturalWidth)"
+    )
+    assert sorted(sizes) == [44, 44, 256, 256]
+    assert pixels(page, "axial").shape[:2] == BIG[1:]
+    # zoomed out to half size, the coarser level (150 px) is enough and is fetched instead
+    page.click(".view[data-plane=axial] .viewport", position={"x": 5, "y": 5})
+    for _ in range(4):
+        page.keyboard.press("-")
+    page.wait_for_selector(".view[data-plane=axial][data-state=ready][data-level='1']")
+    assert pixels(page, "axial").shape[:2] == (150, 150)
+    assert page.inner_text("#level-axial") == "level 1"
+    keep(page, tmp_path, "viewer-zoomed-out")
+    # ctrl + wheel zooms in again: back to level 0
+    box = page.locator(".view[data-plane=axial] .viewport").bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx, cy)
+    page.keyboard.down("Control")
+    page.mouse.wheel(0, -800)
+    page.keyboard.up("Control")
+    page.wait_for_selector(".view[data-plane=axial][data-state=ready][data-level='0']")
+    # a drag pans by what the pointer moved, and does not move the crosshair
+    layer = ".view[data-plane=axial] .tiles"
+    moved = page.eval_on_selector(layer, "(e) => e.style.transform")
+    sag = page.get_attribute("#slice-sagittal", "data-index")
+    page.mouse.move(cx, cy)
+    page.mouse.down()
+    page.mouse.move(cx + 30, cy + 20, steps=5)
+    page.mouse.up()
+    after = page.eval_on_selector(layer, "(e) => e.style.transform")
+    x0, y0 = (float(v) for v in moved.split("(")[1].split(")")[0].replace("px", "").split(","))
+    x1, y1 = (float(v) for v in after.split("(")[1].split(")")[0].replace("px", "").split(","))
+    assert (round(x1 - x0), round(y1 - y0)) == (30, 20)
+    assert page.get_attribute("#slice-sagittal", "data-index") == sag
+    assert watch.problems == []
+    page.close()
