@@ -35,7 +35,7 @@ from typing import Any
 from atlas.errors import ConfigError
 from atlas.storage import Store
 
-__all__ = ["OidcConfig", "ServeConfig", "load_serve_config"]
+__all__ = ["OidcConfig", "ServeConfig", "load_serve_config", "serve_settings"]
 
 MB = 1 << 20
 
@@ -150,6 +150,16 @@ def load_serve_config(
     ConfigError
         The file is missing, not TOML, or a value is out of range (the message names it).
     """
+    return ServeConfig(stores=dict(stores), **serve_settings(path, base=base))
+
+
+def serve_settings(path: str | Path | None, *, base: Path | None = None) -> dict[str, Any]:
+    """The ``[serve]`` settings of a TOML file as :class:`ServeConfig` keyword arguments.
+
+    Everything but the stores, for commands that need the key, revocation and audit files
+    without serving (``atlas token``, ``atlas audit``). Arguments and errors as
+    :func:`load_serve_config`; values :class:`ServeConfig` checks are not checked here.
+    """
     table: dict[str, Any] = {}
     where = "serve settings"
     folder = base or Path.cwd()
@@ -195,14 +205,13 @@ def load_serve_config(
     mb = table.get("tile_cache_mb", 256)
     if isinstance(mb, bool) or not isinstance(mb, int | float) or mb < 0:
         raise ConfigError(f"{where}: tile_cache_mb must be a number >= 0, got {mb!r}")
-    options = {
+    options: dict[str, Any] = {
         k: table[k]
         for k in ("render_concurrency", "queue_depth", "queue_wait_s", "signed_url_ttl_s",
                   "revocation_poll_s")
         if k in table
     }  # fmt: skip
-    return ServeConfig(
-        stores=dict(stores),
+    return dict(
         key_file=_path(table, "key_file", "serve.key", folder, where),
         audit_log=_path(table, "audit_log", "audit.jsonl", folder, where),
         revocations=_path(table, "revocations", "revoked.txt", folder, where),
