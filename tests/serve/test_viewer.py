@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,16 +18,17 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import uvicorn
-from tests.serve.viewer_backend import viewer_test_app
+from tests.serve.viewer_backend import SliceRenderer
 from tests.stream.plan_catalog import build_catalog
 
 from atlas.read import ReadRequest
 from atlas.serve import Grant, ServeConfig, ServeContext
+from atlas.serve.app import create_app
+from atlas.serve.auth import Authenticator
+from atlas.serve.server import serve_in_thread
+from atlas.serve.tokens import TokenIssuer
 from atlas.serve.viewer import CSP
 
-TOKEN = "viewer-test-token-0123456789abcdef"
-TOKEN_A = "viewer-test-token-site-a-only-0123"
 FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run",
@@ -51,10 +49,13 @@ def chromium_path() -> str:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def tile_renderer() -> Any:
+    """The production renderer once :mod:`atlas.serve.render` exists, else the stand-in."""
+    try:
+        import atlas.serve.render  # noqa: F401
+    except ImportError:
+        return SliceRenderer()
+    return None
 
 
 @pytest.fixture(scope="module")
@@ -64,26 +65,21 @@ def served(tmp_path_factory) -> Iterator[dict[str, Any]]:
     # site c: one series wider than a tile, with a second pyramid level
     big = build_catalog(tmp / "big", {"c": 1}, shape=BIG, seed=7)
     stores = {**catalog.stores, **big.stores}
-    cfg = ServeConfig(stores=stores, key_file=tmp / "k", audit_log=tmp / "a", revocations=tmp / "r")
-    ctx = ServeContext(cfg)
+    cfg = ServeConfig(
+        stores=stores, key_file=tmp / "serve.key", audit_log=tmp / "audit.jsonl",
+        revocations=tmp / "revoked.txt",
+    )  # fmt: skip
+    issuer = TokenIssuer(Authenticator(cfg).key)
     tokens = {
-        TOKEN: Grant("viewer-test", "t-viewer", "research"),
-        TOKEN_A: Grant("viewer-a", "t-viewer-a", "research", sites=frozenset({"a"})),
+        "all": issuer.create("viewer-test", purpose="research", token_id="t-viewer"),
+        "site-a": issuer.create("viewer-a", purpose="research", sites=["a"], token_id="t-a"),
     }
-    app = viewer_test_app(ctx, tokens)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
+    ctx = ServeContext(cfg)
+    app = create_app(ctx, renderer=tile_renderer())
     try:
-        yield {"url": f"http://127.0.0.1:{port}", "ctx": ctx, "catalog": catalog}
+        with serve_in_thread(app) as url:
+            yield {"url": url, "ctx": ctx, "catalog": catalog, "tokens": tokens}
     finally:
-        server.should_exit = True
-        thread.join(10)
         ctx.close()
 
 
@@ -162,9 +158,9 @@ def wait_key(page: Any, part: str) -> None:
     page.wait_for_function(js, arg=part)
 
 
-def open_viewer(page: Any, url: str) -> None:
-    page.goto(f"{url}/viewer")
-    page.fill("#token", TOKEN)
+def open_viewer(page: Any, served: dict[str, Any]) -> None:
+    page.goto(f"{served['url']}/viewer")
+    page.fill("#token", served["tokens"]["all"])
     page.click("#token-use")
     page.wait_for_selector("#collections li button")
 
@@ -172,7 +168,7 @@ def open_viewer(page: Any, url: str) -> None:
 def test_viewer_loads_scrolls_windows_and_toggles_labels(served, browser, tmp_path) -> None:
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     watch = Watch(page)
-    open_viewer(page, served["url"])
+    open_viewer(page, served)
     assert page.evaluate("sessionStorage.length") == 1  # the token, kept for the tab only
     assert "3 series" in page.inner_text("#collections")
     # search: the filter box narrows the list to one site's series
@@ -282,7 +278,7 @@ def test_viewer_says_what_went_wrong(served, browser) -> None:
     page.click("#token-use")
     page.wait_for_selector("#error[data-status='401']")
     assert "Not signed in (401)" in page.inner_text("#error")
-    page.fill("#token", TOKEN)
+    page.fill("#token", served["tokens"]["all"])
     page.click("#token-use")
     page.wait_for_selector("#collections li button")
     assert page.is_hidden("#error")
@@ -293,10 +289,12 @@ def test_viewer_says_what_went_wrong(served, browser) -> None:
     # a token for site a only: a site-b series is refused (403), and says so
     rows = served["ctx"].atlas("research").series.to_arrow().value.to_pylist()
     b_series = next(r["series_id"] for r in rows if r["site"] == "b")
-    page.fill("#token", TOKEN_A)
+    page.fill("#token", served["tokens"]["site-a"])
     page.click("#token-use")
-    page.wait_for_selector("#collections li button")
-    assert "1 series" in page.inner_text("#collections")
+    page.wait_for_function(
+        "() => document.querySelector('#collections').innerText.includes('1 series')"
+    )
+    assert "a" in page.inner_text("#collections").split("·")[-1]
     page.goto(f"{served['url']}/viewer/#series={b_series}&volume=0")
     page.wait_for_selector("#error[data-status='403']")
     assert "does not cover this (403)" in page.inner_text("#error")
@@ -341,7 +339,7 @@ def test_viewer_files_media_types_and_csp(served) -> None:
 def test_zoom_picks_the_pyramid_level_and_drag_pans(served, browser, tmp_path) -> None:
     page = browser.new_page(viewport={"width": 800, "height": 600})
     watch = Watch(page)
-    open_viewer(page, served["url"])
+    open_viewer(page, served)
     page.fill("#q", 'site == "c"')
     page.press("#q", "Enter")
     page.wait_for_function("() => document.querySelectorAll('#results button.series').length == 1")

@@ -58,6 +58,26 @@ export function normaliseLevel(g, i) {
   };
 }
 
+/**
+ * Plane levels derived from the series' pyramid levels ({level, shape, spacing}), for a
+ * server whose document lists no PlaneGeometry: square pixels of the finer in-plane spacing.
+ */
+export function derivedLevels(series, plane) {
+  return (Array.isArray(series.levels) ? series.levels : []).map((lv, i) => {
+    const [z, y, x] = lv.shape.slice(-3);
+    const [sz, sy, sx] = lv.spacing.slice(-3);
+    const [[nc, sc], [nr, sr]] = {
+      axial: [[x, sx], [y, sy]],
+      coronal: [[x, sx], [z, sz]],
+      sagittal: [[y, sy], [z, sz]],
+    }[plane];
+    const mm = Math.min(sc, sr);
+    const width = Math.max(1, Math.round((nc * sc) / mm));
+    const height = Math.max(1, Math.round((nr * sr) / mm));
+    return normaliseLevel({ level: lv.level ?? i, width, height, mm_per_px: mm }, i);
+  });
+}
+
 function loadImage(blob) {
   const img = new Image();
   const url = URL.createObjectURL(blob);
@@ -122,7 +142,8 @@ export class PlaneView {
     const plane = series.planes[this.plane];
     this.series = series;
     this.slices = plane.slices;
-    this.levels = plane.levels.map(normaliseLevel).sort((a, b) => b.width - a.width);
+    const given = plane.levels && plane.levels.length ? plane.levels.map(normaliseLevel) : null;
+    this.levels = (given || derivedLevels(series, this.plane)).sort((a, b) => b.width - a.width);
     this.index = index;
     this.slider.max = String(this.slices - 1);
     this.layer.replaceChildren();
