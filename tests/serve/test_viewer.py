@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +69,7 @@ def served(tmp_path_factory) -> Iterator[dict[str, Any]]:
     stores = {**catalog.stores, **big.stores}
     cfg = ServeConfig(
         stores=stores, key_file=tmp / "serve.key", audit_log=tmp / "audit.jsonl",
-        revocations=tmp / "revoked.txt",
+        revocations=tmp / "revoked.txt", queue_wait_s=30.0,  # a shared, slow CI machine
     )  # fmt: skip
     issuer = TokenIssuer(Authenticator(cfg).key)
     tokens = {
@@ -78,7 +80,7 @@ def served(tmp_path_factory) -> Iterator[dict[str, Any]]:
     app = create_app(ctx, renderer=tile_renderer())
     try:
         with serve_in_thread(app) as url:
-            yield {"url": url, "ctx": ctx, "catalog": catalog, "tokens": tokens}
+            yield {"url": url, "ctx": ctx, "catalog": catalog, "tokens": tokens, "cfg": cfg}
     finally:
         ctx.close()
 
@@ -383,3 +385,46 @@ def test_zoom_picks_the_pyramid_level_and_drag_pans(served, browser, tmp_path) -
     assert page.get_attribute("#slice-sagittal", "data-index") == sag
     assert watch.problems == []
     page.close()
+
+
+class SlowRenderer(SliceRenderer):
+    """Real tiles, each taking at least ``delay_s`` (so one render slot is often busy)."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__()
+        self.delay_s = delay_s
+
+    def __call__(self, reader: Any, entry: Any, params: Any) -> bytes:
+        time.sleep(self.delay_s)
+        return super().__call__(reader, entry, params)
+
+
+def test_a_busy_server_is_waited_for(served, browser) -> None:
+    """One render slot and no queue: tiles get 503 + Retry-After; the viewer says so, waits
+    and tries again until every view shows its tiles."""
+    cfg = replace(served["cfg"], render_concurrency=1, queue_depth=0, queue_wait_s=1.0)
+    ctx = ServeContext(cfg)
+    try:
+        app = create_app(ctx, renderer=SlowRenderer(0.4))
+        with serve_in_thread(app) as url:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            statuses: list[int] = []
+            page.on("response", lambda r: "/tiles/" in r.url and statuses.append(r.status))
+            open_viewer(page, {**served, "url": url})
+            page.fill("#q", 'site == "a"')
+            page.press("#q", "Enter")
+            page.wait_for_function(
+                "() => document.querySelectorAll('#results button.series').length == 1"
+            )
+            page.click("#results button.series")
+            page.wait_for_selector("#error[data-status='503']")
+            text = page.inner_text("#error")
+            assert "busy" in text and "(503)" in text and "Retrying in 1 s" in text
+            for plane in PLANES:
+                wait_ready(page, plane)
+                assert pixels(page, plane).size
+            assert 503 in statuses and statuses.count(200) >= 3
+            page.wait_for_selector("#error", state="hidden")
+            page.close()
+    finally:
+        ctx.close()

@@ -86,8 +86,27 @@ export async function getJSON(path, params) {
   return response.json();
 }
 
-/** GET a tile as a Blob (the caller turns it into an object URL). */
-export async function getBlob(path, params) {
-  const response = await request(path, params);
-  return response.blob();
+/** Tries of a tile the server refuses with 503 (busy), each after its Retry-After. */
+export const BUSY_TRIES = 4;
+const MAX_WAIT_S = 10;
+
+const sleep = (s) => new Promise((resolve) => setTimeout(resolve, s * 1000));
+
+/**
+ * GET a tile as a Blob (the caller turns it into an object URL). A 503 is tried again after
+ * the server's Retry-After (at most BUSY_TRIES times in all); ``onBusy(err, waitS)`` hears of
+ * each wait.
+ */
+export async function getBlob(path, params, onBusy) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const response = await request(path, params);
+      return await response.blob();
+    } catch (err) {
+      if (!(err instanceof ApiError) || err.status !== 503 || attempt >= BUSY_TRIES) throw err;
+      const wait = Math.min(MAX_WAIT_S, Math.max(0.2, Number(err.retryAfter) || 1));
+      if (onBusy) onBusy(err, wait);
+      await sleep(wait);
+    }
+  }
 }

@@ -101,7 +101,8 @@ export class PlaneView {
   /**
    * @param {HTMLElement} section the view's element (data-plane = axial|coronal|sagittal)
    * @param {object} hooks onSlice(plane, index), onPoint(plane, point), onActivate(plane),
-   *   onError(err), onTiles() (tiles shown), tileParams() -> {window, labels, opacity}
+   *   onError(err), onBusy(err, waitS) (a 503, tried again), onTiles() (tiles shown),
+ *   tileParams() -> {window, labels, opacity}
    */
   constructor(section, hooks) {
     this.el = section;
@@ -287,7 +288,9 @@ export class PlaneView {
     const images = await Promise.all(
       wanted.map(async (t) => {
         const path = this.tileURL(lv, t.ty, t.tx);
-        const blob = await tileCache.get(`${path}?${query}`, () => getBlob(path, Object.fromEntries(query)));
+        const blob = await tileCache.get(`${path}?${query}`, () =>
+          getBlob(path, Object.fromEntries(query), (err, wait) => this.hooks.onBusy(err, wait)),
+        );
         const img = await loadImage(blob);
         img.style.left = `${t.tx * lv.tile * t.kx}px`;
         img.style.top = `${t.ty * lv.tile * t.ky}px`;

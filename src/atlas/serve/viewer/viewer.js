@@ -36,11 +36,11 @@ const views = {};
 
 // -- errors -------------------------------------------------------------------------------
 /** Show ``err`` in the page; ``source`` (catalog, series, tiles, input) says what may clear it. */
-function showError(err, source = "other") {
+function showError(err, source = "other", more = "") {
   const box = $("#error");
   box.dataset.source = source;
   const text = err instanceof ApiError ? err.explain() : `Error: ${err && err.message ? err.message : err}`;
-  box.textContent = text;
+  box.textContent = text + more;
   box.dataset.status = err instanceof ApiError ? String(err.status) : "";
   box.hidden = false;
   if (err instanceof ApiError && err.status === 401) $("#token").focus();
@@ -368,6 +368,7 @@ function start() {
       onActivate: setActive,
       onError: (err) => showError(err, "tiles"),
       onTiles: () => clearError("tiles"),
+      onBusy: (err, wait) => showError(err, "tiles", ` Retrying in ${wait} s.`),
       tileParams,
     });
   }
