@@ -9,6 +9,7 @@ and, when ``ATLAS_ARTIFACTS`` is set, copied there.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import time
@@ -147,6 +148,20 @@ def pixels(page: Any, plane: str) -> np.ndarray:
     return np.asarray(got["data"], dtype=np.uint8).reshape(got["h"], got["w"], 4)
 
 
+def server_tile(served: dict[str, Any], series_id: str, page: Any, plane: str) -> np.ndarray:
+    """Tile (0, 0) of the slice and level a view shows, as the server renders it (RGB)."""
+    from PIL import Image
+
+    view = f".view[data-plane={plane}]"
+    index, level = page.get_attribute(view, "data-index"), page.get_attribute(view, "data-level")
+    key = page.get_attribute(f"{view} .tiles", "data-key")
+    query = key.split("|", 2)[2]
+    url = f"{served['url']}/api/series/{series_id}/tiles/{plane}/{level}/{index}/0/0.png?{query}"
+    r = httpx.get(url, headers={"Authorization": f"Bearer {served['tokens']['all']}"})
+    assert r.status_code == 200, r.text
+    return np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"))
+
+
 def wait_ready(page: Any, plane: str, index: int | None = None) -> None:
     sel = f".view[data-plane={plane}][data-state=ready]"
     if index is not None:
@@ -190,6 +205,12 @@ def test_viewer_loads_scrolls_windows_and_toggles_labels(served, browser, tmp_pa
     assert shapes["axial"][:2] == SHAPE[1:]  # rows y, columns x (isotropic in-plane)
     assert shapes["coronal"][1] == SHAPE[2] and shapes["sagittal"][1] == SHAPE[1]
     keep(page, tmp_path, "viewer-open")
+    # each view shows exactly the server's tile of its slice (fetched here with the token)
+    for plane in PLANES:
+        shown = pixels(page, plane)
+        assert (
+            server_tile(served, row["series_id"], page, plane).tolist() == shown[..., :3].tolist()
+        )
 
     # scrolling: the wheel over the axial view moves one slice; pixels and the number change
     before = pixels(page, "axial")
@@ -279,15 +300,17 @@ def test_viewer_says_what_went_wrong(served, browser) -> None:
     page.fill("#token", "not-a-valid-token")
     page.click("#token-use")
     page.wait_for_selector("#error[data-status='401']")
-    assert "Not signed in (401)" in page.inner_text("#error")
+    assert page.inner_text("#error").startswith("Not signed in (401): ")
+    assert page.evaluate("() => document.activeElement.id") == "token"
     page.fill("#token", served["tokens"]["all"])
     page.click("#token-use")
     page.wait_for_selector("#collections li button")
     assert page.is_hidden("#error")
     page.goto(f"{served['url']}/viewer/#series=no-such-series&volume=0")
     page.wait_for_selector("#error[data-status='404']")
-    assert "Not found (404)" in page.inner_text("#error")
-    assert "no-such-series" in page.inner_text("#error")
+    assert page.inner_text("#error") == (
+        "Not found (404): series 'no-such-series' (volume 0) not found."
+    )
     # a token for site a only: a site-b series is refused (403), and says so
     rows = served["ctx"].atlas("research").series.to_arrow().value.to_pylist()
     b_series = next(r["series_id"] for r in rows if r["site"] == "b")
@@ -299,7 +322,10 @@ def test_viewer_says_what_went_wrong(served, browser) -> None:
     assert "a" in page.inner_text("#collections").split("·")[-1]
     page.goto(f"{served['url']}/viewer/#series={b_series}&volume=0")
     page.wait_for_selector("#error[data-status='403']")
-    assert "does not cover this (403)" in page.inner_text("#error")
+    assert page.inner_text("#error") == (
+        "Your token does not cover this (403): token 't-a' does not cover this series "
+        "(site 'b', collection 'liver-ct')."
+    )
     assert page.get_attribute(".view[data-plane=axial]", "data-state") is None  # no tile asked
     page.close()
 
