@@ -454,3 +454,29 @@ def test_a_busy_server_is_waited_for(served, browser) -> None:
             page.close()
     finally:
         ctx.close()
+
+
+def test_a_missing_chromium_fails_naming_the_installer(monkeypatch) -> None:
+    monkeypatch.setenv("ATLAS_CHROMIUM", "/nonexistent/chromium")
+    with pytest.raises(pytest.fail.Exception, match="scripts/ensure-chromium"):
+        chromium_path()
+
+
+def test_every_viewer_file_is_served_and_packaged() -> None:
+    import fnmatch
+    import tomllib
+    from importlib import resources
+
+    from atlas.serve.viewer import VIEWER_FILES
+
+    folder = resources.files("atlas.serve") / "viewer"
+    on_disk = {f.name for f in folder.iterdir() if f.is_file()}
+    assert on_disk == set(VIEWER_FILES)
+    root = Path(__file__).resolve().parents[2]
+    data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    patterns = data["package-data"]["atlas.serve"]
+    for name in VIEWER_FILES:
+        assert any(fnmatch.fnmatch(f"viewer/{name}", p) for p in patterns), name
+    html = (folder / "index.html").read_text()
+    for ref in ("viewer.js", "viewer.css", "favicon.svg"):
+        assert f'"{ref}"' in html
