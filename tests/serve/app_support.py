@@ -19,6 +19,7 @@ from tests.stream.plan_catalog import build_catalog
 from atlas.serve import ServeConfig, ServeContext
 from atlas.serve.audit import AuditTrail
 from atlas.serve.auth import Authenticator
+from atlas.serve.render import RenderedTile, tile_etag
 from atlas.serve.tokens import TokenIssuer
 
 #: name -> (subject, purpose, sites, collections) of the tokens the tests use
@@ -73,7 +74,7 @@ class GreyRenderer:
         self.peak = 0
         self.lock = threading.Lock()
 
-    def __call__(self, reader: Any, entry: Any, params: Any) -> bytes:
+    def __call__(self, reader: Any, entry: Any, spec: Any) -> RenderedTile:
         from PIL import Image
 
         with self.lock:
@@ -85,20 +86,7 @@ class GreyRenderer:
                 time.sleep(self.delay_s)
             buf = io.BytesIO()
             Image.new("L", (8, 8), 128).save(buf, format="PNG")
-            return buf.getvalue()
+            return RenderedTile(buf.getvalue(), "image/png", tile_etag(reader, entry, spec))
         finally:
             with self.lock:
                 self.active -= 1
-
-
-class DictCache:
-    """An unbounded tile cache (the limiter tests need renders, not cache behaviour)."""
-
-    def __init__(self) -> None:
-        self.items: dict[str, bytes] = {}
-
-    def get(self, key: str) -> bytes | None:
-        return self.items.get(key)
-
-    def put(self, key: str, value: bytes) -> None:
-        self.items[key] = value

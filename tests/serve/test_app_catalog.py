@@ -6,7 +6,7 @@ import json
 
 import pytest
 from fastapi.testclient import TestClient
-from tests.serve.app_support import DictCache, GreyRenderer, make_served
+from tests.serve.app_support import GreyRenderer, make_served
 
 from atlas.serve.app import create_app
 
@@ -14,7 +14,7 @@ from atlas.serve.app import create_app
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     s = make_served(tmp_path_factory.mktemp("app-catalog"))
-    app = create_app(s.ctx, renderer=GreyRenderer(), tile_cache=DictCache())
+    app = create_app(s.ctx, renderer=GreyRenderer())
     with TestClient(app) as client:
         client.h = s.h
         client.tokens = s.tokens
@@ -196,3 +196,16 @@ def test_healthz_and_openapi_need_no_token(served) -> None:
     assert client.get("/healthz").json()["status"] == "ok"
     spec = client.get("/openapi.json").json()
     assert "/api/series" in spec["paths"] and "/api/series/{series_id}" in spec["paths"]
+
+
+def test_a_request_refused_before_its_handler_is_audited_by_its_route(served) -> None:
+    client, audit, _ = served
+    before = len(list(audit.records()))
+    item = _first(client, "a")
+    client.get(f"/api/series/{item['series_id']}/tiles/oblique/0/1/0/0.png",
+               headers=client.h("all"))  # fmt: skip
+    client.get("/api/series", params={"limit": 0}, headers=client.h("all"))
+    new = list(audit.records())[before + 1 :]
+    assert [(r["event"], r["outcome"]) for r in new] == [
+        ("instances-accessed", 4), ("query", 4)
+    ]  # fmt: skip

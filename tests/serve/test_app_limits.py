@@ -8,7 +8,7 @@ import time
 
 import httpx
 import pytest
-from tests.serve.app_support import DictCache, GreyRenderer, make_served
+from tests.serve.app_support import GreyRenderer, make_served
 
 from atlas.errors import InvalidInput, Overloaded
 from atlas.serve.app import create_app
@@ -55,7 +55,7 @@ def slow_server(tmp_path_factory):
         queue_wait_s=10.0,
     )
     renderer = GreyRenderer(delay_s=2.0)
-    app = create_app(s.ctx, renderer=renderer, tile_cache=DictCache())
+    app = create_app(s.ctx, renderer=renderer)
     with serve_in_thread(app) as url:
         yield url, renderer, app, s.h
     s.ctx.close()

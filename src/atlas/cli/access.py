@@ -168,8 +168,21 @@ def _trail(config: Path | None) -> Any:
     return AuditTrail(settings["audit_log"], load_server_key(settings["key_file"], create=False))
 
 
-_COLUMNS = ("seq", "time", "event", "action", "outcome", "subject", "token_id", "client",
-            "purpose", "route", "object_id", "site", "tiles", "nbytes")  # fmt: skip
+#: (header, record field) of the table
+_COLUMNS = (("seq", "seq"), ("time (UTC)", "time"), ("event", "event"), ("act", "action"),
+            ("out", "outcome"), ("subject", "subject"), ("token", "token_id"),
+            ("client", "client"), ("purpose", "purpose"), ("route", "route"),
+            ("object", "object_id"), ("site", "site"), ("tiles", "tiles"),
+            ("bytes", "nbytes"))  # fmt: skip
+
+
+def _cell(record: dict[str, Any], field: str) -> str:
+    value = record.get(field)
+    if value is None:
+        return ""
+    if field == "time":
+        return str(value)[:19].replace("T", " ")
+    return str(value)
 
 
 @audit_app.command("show")
@@ -187,12 +200,11 @@ def audit_show(
             typer.echo(json.dumps(record, ensure_ascii=False))
         return
     table = Table(title=f"audit trail (last {len(records)})")
-    for name in _COLUMNS:
-        table.add_column(name, overflow="fold")
+    for header, field in _COLUMNS:
+        table.add_column(header, overflow="fold", no_wrap=field != "route")
     for record in records:
-        table.add_row(*(escape("" if record.get(c) is None else str(record.get(c)))
-                        for c in _COLUMNS))  # fmt: skip
-    Console(width=200).print(table)
+        table.add_row(*(escape(_cell(record, field)) for _, field in _COLUMNS))
+    Console(width=max(Console().width, 180)).print(table)
 
 
 @audit_app.command("verify")
@@ -202,8 +214,8 @@ def audit_verify(config: Path | None = ConfigOption) -> None:
     if check.ok:
         typer.echo(f"audit trail intact: {check.count} records, head {check.head[:16]}")
         return
-    typer.echo(
-        f"audit trail broken at seq {check.first_bad}: {check.reason} "
-        f"({check.count} records before it hold)"
+    held = (
+        "1 record before it holds" if check.count == 1 else f"{check.count} records before it hold"
     )
+    typer.echo(f"audit trail broken at seq {check.first_bad}: {check.reason} ({held})")
     raise typer.Exit(1)

@@ -1,4 +1,4 @@
-"""`atlas bench ...`: storage, kernel, ingest, index and stream benchmarks (JSON, Markdown, PNG)."""
+"""`atlas bench ...`: storage, kernel, ingest, index, stream and serve benchmarks."""
 
 from __future__ import annotations
 
@@ -118,6 +118,38 @@ def stream(
         quick=quick,
         s3=s3,
         sizes=sizes,
+        progress=lambda msg: typer.echo(f"  measuring {msg}", err=True),
+    )
+    for kind, path in paths.items():
+        typer.echo(f"{kind}: {path}")
+
+
+@app.command("serve")
+def serve(
+    out: Path = typer.Option(Path("bench-results/serve"), help="Folder for JSON/Markdown/PNG."),
+    quick: bool = typer.Option(False, help="Tiny series, few requests (smoke run for CI)."),
+    clients: int | None = typer.Option(
+        None, help="Concurrent clients (default 16; quick 4).", callback=optional_positive_int
+    ),
+    shape: str = typer.Option(
+        "",
+        help="Series z,y,x (default 1000,512,512; quick 48,96,96).",
+        callback=shape_3d,
+        show_default=False,
+    ),
+    data: Path | None = typer.Option(
+        None, help="Keep the series in this folder (reused by the next run)."
+    ),
+) -> None:
+    """Tile server under N clients (cold/warm cache, raw ranges) vs a naive zarr+Pillow route."""
+    from atlas.bench.serve import run
+
+    paths = run(
+        out=out,
+        quick=quick,
+        clients=clients,
+        shape=parse_shape(shape),
+        data=data,
         progress=lambda msg: typer.echo(f"  measuring {msg}", err=True),
     )
     for kind, path in paths.items():

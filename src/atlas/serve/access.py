@@ -86,6 +86,20 @@ def _route_of(request: Request) -> str:
     return f"{request.method} (no route)"
 
 
+#: the event of a request whose route did not say (it failed before its handler ran)
+_QUERY_ROUTES = ("/api/series", "/api/collections")
+_ACCESS_PREFIXES = ("/api/series/", "/zarr/", "/signed/")
+
+
+def _event_of_route(request: Request) -> str:
+    path = getattr(request.scope.get("route"), "path", None)
+    if path in _QUERY_ROUTES:
+        return "QUERY"
+    if isinstance(path, str) and path.startswith(_ACCESS_PREFIXES) and request.method != "POST":
+        return "INSTANCES_ACCESSED"
+    return "APPLICATION_ACTIVITY"
+
+
 def audit_record(request: Request, status: int, nbytes: int) -> AuditFields:
     """The audit fields of a finished request.
 
@@ -105,7 +119,7 @@ def audit_record(request: Request, status: int, nbytes: int) -> AuditFields:
     if status in (401, 403):
         event = "SECURITY_ALERT"
     else:
-        event = str(getattr(state, "audit_event", None) or "APPLICATION_ACTIVITY")
+        event = str(getattr(state, "audit_event", None) or _event_of_route(request))
     if event == "QUERY":
         action = "E"
     elif request.method == "POST":

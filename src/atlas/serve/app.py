@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -34,6 +34,12 @@ from atlas.serve.config import ServeConfig
 from atlas.serve.context import ServeContext
 from atlas.serve.errors_http import error_body, install_error_handlers
 from atlas.serve.limits import RenderSlots
+from atlas.serve.render import RenderedTile
+from atlas.serve.signed import SignedUrls
+from atlas.serve.signed_api import signed_router
+from atlas.serve.tile_cache import TileCache
+from atlas.serve.tiles_api import Renderer, tiles_router
+from atlas.serve.zarr_http import zarr_router
 
 __all__ = ["UNAUDITED", "create_app"]
 
@@ -102,13 +108,23 @@ def _default_audit(ctx: ServeContext, auth: Authenticator) -> AuditTrail:
     return AuditTrail(ctx.config.audit_log, key)
 
 
+def _signed_urls(ctx: ServeContext, auth: Authenticator) -> SignedUrls:
+    found = getattr(auth, "signed_urls", None)
+    if isinstance(found, SignedUrls):
+        return found
+    from atlas.serve.tokens import load_server_key
+
+    key = load_server_key(ctx.config.key_file, create=True)
+    return SignedUrls(key, default_ttl_s=ctx.config.signed_url_ttl_s)
+
+
 def create_app(
     config: ServeConfig | ServeContext,
     *,
     authenticator: Authenticator | None = None,
     audit: AuditTrail | None = None,
-    renderer: Callable[..., Any] | None = None,
-    tile_cache: Any | None = None,
+    renderer: Renderer | None = None,
+    tile_cache: TileCache[RenderedTile] | None = None,
     close_context: bool | None = None,
 ) -> FastAPI:
     """The Atlas HTTP API as a FastAPI app (OpenAPI at ``/openapi.json``, docs at ``/docs``).
@@ -171,10 +187,10 @@ def create_app(
         return {"status": "ok", "version": __version__, "sites": len(ctx.stores)}
 
     app.include_router(catalog_router(ctx))
-    from atlas.serve.tiles_api import tiles_router
-
     app.include_router(tiles_router(ctx, slots, renderer=renderer, cache=tile_cache))
-    _include_optional(app, ctx, auth)
+    app.include_router(signed_router(ctx, _signed_urls(ctx, auth)))
+    app.include_router(zarr_router(ctx, auth))
+    _include_viewer(app)
 
     app.add_middleware(AuditMiddleware, sink=sink)
     app.add_middleware(
@@ -188,20 +204,8 @@ def create_app(
     return app
 
 
-def _include_optional(app: FastAPI, ctx: ServeContext, auth: Authenticator) -> None:
-    """Routers of the other serve modules, when they are installed in this build."""
-    try:
-        from atlas.serve.signed_api import signed_router
-    except ImportError:
-        pass
-    else:
-        app.include_router(signed_router(ctx))
-    try:
-        from atlas.serve.zarr_http import zarr_router
-    except ImportError:
-        pass
-    else:
-        app.include_router(zarr_router(ctx, auth))
+def _include_viewer(app: FastAPI) -> None:
+    """The viewer's static files at ``/viewer`` (when the build has the viewer package)."""
     try:
         from atlas.serve.viewer import viewer_router
     except ImportError:

@@ -128,6 +128,22 @@ def _canonical(body: dict[str, Any]) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def _parse(raw: bytes) -> dict[str, Any] | None:
+    """A line as a record with an integer ``seq`` and a string ``hash``, else ``None``."""
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return None
+    if (
+        not isinstance(record, dict)
+        or isinstance(record.get("seq"), bool)
+        or not isinstance(record.get("seq"), int)
+        or not isinstance(record.get("hash"), str)
+    ):
+        return None
+    return record
+
+
 def _text(name: str, value: object, limit: int = _FIELD_CHARS) -> str | None:
     """A field as the trail may hold it: a string, tokens shortened, no control characters."""
     if value is None:
@@ -135,6 +151,15 @@ def _text(name: str, value: object, limit: int = _FIELD_CHARS) -> str | None:
     if not isinstance(value, str):
         raise InvalidInput(f"audit field {name} must be a string, got {type(value).__name__}")
     return _CONTROL.sub("?", redact_text(value))[:limit]
+
+
+def _member(kind: type[Any], name: str, value: object) -> Any:
+    """``value`` as a member of the vocabulary ``kind`` (InvalidInput naming the choices)."""
+    try:
+        return kind(value)
+    except ValueError:
+        choices = [m.value for m in kind]
+        raise InvalidInput(f"audit field {name} must be one of {choices}, got {value!r}") from None
 
 
 def _count(name: str, value: object) -> int:
@@ -215,9 +240,9 @@ class AuditTrail:
         body: dict[str, Any] = {
             "seq": 0,
             "time": "",
-            "event": AuditEvent(event).value,
-            "action": AuditAction(action).value,
-            "outcome": int(AuditOutcome(outcome)),
+            "event": _member(AuditEvent, "event", event).value,
+            "action": _member(AuditAction, "action", action).value,
+            "outcome": int(_member(AuditOutcome, "outcome", outcome)),
             "subject": _text("subject", subject),
             "token_id": _text("token_id", token_id),
             "client": _text("client", client),
@@ -266,17 +291,13 @@ class AuditTrail:
             if span == size:
                 return 0, GENESIS, torn  # only a torn first line
             span = min(size, span * 4)
-        try:
-            record = json.loads(lines[-1])
-            seq, digest = record["seq"], record["hash"]
-            if not isinstance(seq, int) or not isinstance(digest, str):
-                raise TypeError
-        except (ValueError, KeyError, TypeError):
+        record = _parse(lines[-1])
+        if record is None:
             raise CorruptData(
                 f"the last record of the audit log {self.path.name} is damaged; "
                 "run `atlas audit verify` to find it"
-            ) from None
-        return seq, digest, torn
+            )
+        return record["seq"], record["hash"], torn
 
     def records(self) -> Iterator[dict[str, Any]]:
         """Every record, oldest first.
@@ -290,15 +311,12 @@ class AuditTrail:
             return
         with open(self.path, "rb") as f:
             for n, raw in enumerate(f, 1):
-                try:
-                    record = json.loads(raw)
-                    if not isinstance(record, dict):
-                        raise ValueError
-                except ValueError:
+                record = _parse(raw)
+                if record is None:
                     raise CorruptData(
                         f"line {n} of the audit log {self.path.name} is not a record; "
                         "run `atlas audit verify`"
-                    ) from None
+                    )
                 yield record
 
     def last(self, n: int) -> list[dict[str, Any]]:
@@ -321,14 +339,11 @@ class AuditTrail:
             return AuditCheck(True, 0)
         with open(self.path, "rb") as f:
             for n, raw in enumerate(f, 1):
-                try:
-                    record = json.loads(raw)
-                    seq, digest = record["seq"], record["hash"]
-                    if not isinstance(seq, int) or not isinstance(digest, str):
-                        raise TypeError
-                except (ValueError, KeyError, TypeError):
+                record = _parse(raw)
+                if record is None:
                     return AuditCheck(False, count, expected,
                                       f"line {n} is not a complete audit record", prev)  # fmt: skip
+                seq, digest = record["seq"], record["hash"]
                 body = {k: v for k, v in record.items() if k != "hash"}
                 if not hmac.compare_digest(digest, self._mac(body)):
                     return AuditCheck(False, count, seq,

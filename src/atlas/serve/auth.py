@@ -13,6 +13,11 @@ then the token id is checked against the revocation list
 (:class:`~atlas.serve.revocation.Revocations`). Every failure is
 :class:`~atlas.errors.Unauthorized` (401) with a reason and without the token.
 
+A viewer sends the same token with hundreds of tile requests: verified grants are kept in a
+small in-memory cache keyed by the token, so a repeated token costs a dictionary lookup, an
+expiry check against the clock and the revocation check (which is never cached beyond
+``revocation_poll_s``) instead of a signature verification.
+
 :func:`redact` and :func:`redact_path` shorten tokens for logs; :class:`RedactTokens` is a
 logging filter doing it to every record (uvicorn's access log prints request paths, and a
 signed URL's path holds its token). They live in :mod:`atlas.serve.redact`.
@@ -20,10 +25,13 @@ signed URL's path holds its token). They live in :mod:`atlas.serve.redact`.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
-
-import jwt
 
 from atlas.errors import Unauthorized
 from atlas.serve.config import ServeConfig
@@ -34,7 +42,11 @@ from atlas.serve.revocation import Revocations
 from atlas.serve.signed import SignedUrls
 from atlas.serve.tokens import MAX_TOKEN_CHARS, TokenIssuer, load_server_key
 
+#: verified grants kept, by token (a few hundred bytes each)
+GRANT_CACHE_ENTRIES = 4096
+
 __all__ = [
+    "GRANT_CACHE_ENTRIES",
     "Authenticator",
     "RedactTokens",
     "bearer_token",
@@ -42,6 +54,18 @@ __all__ = [
     "redact_path",
     "redact_text",
 ]
+
+
+def _algorithm(token: str) -> object:
+    """The ``alg`` of a JWT's header, unverified (to choose who verifies it)."""
+    head = token.split(".", 1)[0]
+    try:
+        header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+    except (ValueError, binascii.Error):
+        raise Unauthorized("token is malformed (not a signed JWT)") from None
+    if not isinstance(header, dict) or token.count(".") != 2:
+        raise Unauthorized("token is malformed (not a signed JWT)")
+    return header.get("alg")
 
 
 def bearer_token(authorization_header: str | None) -> str:
@@ -103,6 +127,9 @@ class Authenticator:
         self.revocations = Revocations(
             config.revocations, config.revocation_poll_s, clock=monotonic
         )
+        self._clock = clock
+        self._cache: OrderedDict[tuple[bool, str], Grant] = OrderedDict()
+        self._cache_lock = threading.Lock()
         self.oidc = (
             None
             if config.oidc is None
@@ -128,21 +155,32 @@ class Authenticator:
             Missing, malformed, badly signed, expired or revoked credentials; an external
             token when no issuer is configured.
         """
-        if signed_token is not None:
-            grant = self.signed_urls.verify(signed_token)
-        else:
-            token = bearer_token(authorization_header)
-            grant = self._bearer(token)
-        return self.revocations.check(grant)
-
-    def _bearer(self, token: str) -> Grant:
+        signed = signed_token is not None
+        token = signed_token if signed_token is not None else bearer_token(authorization_header)
         if len(token) > MAX_TOKEN_CHARS:
             raise Unauthorized("token is malformed (too long)")
-        try:
-            alg = jwt.get_unverified_header(token).get("alg")
-        except jwt.PyJWTError:
-            raise Unauthorized("token is malformed (not a signed JWT)") from None
-        if alg in ACCEPTED_ALGORITHMS:
+        grant = self._cached((signed, token))
+        if grant is None:
+            grant = self.signed_urls.verify(token) if signed else self._bearer(token)
+            with self._cache_lock:
+                self._cache[(signed, token)] = grant
+                while len(self._cache) > GRANT_CACHE_ENTRIES:
+                    self._cache.popitem(last=False)
+        return self.revocations.check(grant)
+
+    def _cached(self, key: tuple[bool, str]) -> Grant | None:
+        with self._cache_lock:
+            grant = self._cache.get(key)
+            if grant is None:
+                return None
+            if self._clock() >= grant.expires:
+                del self._cache[key]
+                return None  # verified again: "expired" with its reason
+            self._cache.move_to_end(key)
+            return grant
+
+    def _bearer(self, token: str) -> Grant:
+        if _algorithm(token) in ACCEPTED_ALGORITHMS:
             if self.oidc is None:
                 raise Unauthorized(
                     "tokens of an external issuer are not accepted (no [serve.oidc] configured)"

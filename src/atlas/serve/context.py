@@ -27,6 +27,8 @@ __all__ = ["SeriesEntry", "ServeContext"]
 
 #: catalog handles are reopened this often, so newly published index versions are seen
 CATALOG_REFRESH_S = 30.0
+#: series lookups remembered (each only while the catalog handle it came from is in use)
+SERIES_MEMO = 4096
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class ServeContext:
         self._lock = threading.Lock()
         self._atlases: dict[str, tuple[float, Atlas]] = {}
         self._paths: dict[tuple[str, str], tuple[float, list[str]]] = {}
+        self._series: dict[tuple[str, str, int], tuple[Atlas, SeriesEntry]] = {}
 
     # -- catalogs -------------------------------------------------------------------------
     def atlas(self, purpose: str) -> Atlas:
@@ -99,7 +102,14 @@ class ServeContext:
             raise InvalidInput("series id must be a non-empty string of at most 128 characters")
         if isinstance(volume, bool) or not isinstance(volume, int) or volume < 0:
             raise InvalidInput(f"volume must be an integer >= 0, got {volume!r}")
-        result = self.atlas(grant.purpose).get("series", series_id=series_id)
+        key = (grant.purpose, series_id, volume)
+        atlas = self.atlas(grant.purpose)
+        with self._lock:
+            hit = self._series.get(key)
+        if hit is not None and hit[0] is atlas:  # looked up in this very catalog handle
+            grant.check(hit[1].site, hit[1].collection, hit[1].image_path)
+            return hit[1]
+        result = atlas.get("series", series_id=series_id)
         rows = [] if result.value is None else result.value.to_pylist()
         entries = [_entry(r) for r in rows if r["volume"] == volume]
         if not entries:
@@ -110,6 +120,10 @@ class ServeContext:
                 )
             raise NotFound(f"series {series_id!r} (volume {volume}) not found")
         entry = entries[0]
+        with self._lock:
+            if len(self._series) >= SERIES_MEMO:
+                self._series.clear()
+            self._series[key] = (atlas, entry)
         grant.check(entry.site, entry.collection, entry.image_path)
         return entry
 

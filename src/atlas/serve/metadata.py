@@ -11,21 +11,22 @@ from __future__ import annotations
 from typing import Any
 
 from atlas.ome import OmeImage, OmeLabel
+from atlas.ome.metadata import default_color
 from atlas.read import ImageInfo
 from atlas.serve.context import SeriesEntry, ServeContext
 from atlas.serve.header import header_summary
+from atlas.serve.planes import Plane, plane_levels
+from atlas.serve.window import Preset, default_window
 
 __all__ = ["WINDOWS", "describe_series", "label_legend"]
 
 #: window names the tile route accepts (besides an explicit ``W,C``)
-WINDOWS = ("ct-soft-tissue", "lung", "bone", "brain", "auto")
-
-#: a label value without a stored colour is shown in this one (opaque yellow)
-DEFAULT_COLOR = (255, 255, 0, 255)
+WINDOWS = tuple(p.value for p in Preset)
 
 
-def _hex(rgba: tuple[int, ...] | None) -> str:
-    r, g, b, a = (tuple(int(c) for c in rgba) + (255,) * 4)[:4] if rgba else DEFAULT_COLOR
+def _hex(value: int, rgba: tuple[int, ...] | None) -> str:
+    """``#rrggbbaa``; a value without a stored colour gets the one tiles draw it in."""
+    r, g, b, a = (tuple(int(c) for c in rgba) + (255,) * 4)[:4] if rgba else default_color(value)
     return f"#{r:02x}{g:02x}{b:02x}{a:02x}"
 
 
@@ -36,7 +37,7 @@ def label_legend(label: OmeLabel) -> dict[str, Any]:
     return {
         "name": li.name,
         "values": [
-            {"value": v, "name": li.names.get(v, f"value {v}"), "color": _hex(li.colors.get(v))}
+            {"value": v, "name": li.names.get(v, f"value {v}"), "color": _hex(v, li.colors.get(v))}
             for v in values
             if v != 0
         ],
@@ -44,22 +45,10 @@ def label_legend(label: OmeLabel) -> dict[str, Any]:
 
 
 def _planes(info: ImageInfo) -> dict[str, Any]:
-    try:
-        from atlas.serve.planes import Plane, plane_geometry
-    except ImportError:  # rendering not in this build yet: slice counts only
-        z, y, x = info.shape[-3:]
-        return {
-            p: {"slices": n, "levels": []}
-            for p, n in (("axial", z), ("coronal", y), ("sagittal", x))
-        }
-
     out: dict[str, Any] = {}
     for plane in Plane:
-        geoms = [plane_geometry(info, plane, level) for level in range(len(info.levels))]
-        out[plane.value] = {
-            "slices": geoms[0].slices,
-            "levels": [g.as_dict() for g in geoms],
-        }
+        geoms = plane_levels(info, plane)
+        out[plane.value] = {"slices": geoms[0].slices, "levels": [g.to_json() for g in geoms]}
     return out
 
 
@@ -99,6 +88,6 @@ def describe_series(
         ],
         "planes": _planes(info),
         "windows": list(WINDOWS),
-        "default_window": "ct-soft-tissue" if modality == "CT" else "auto",
+        "default_window": default_window(modality).value,
         "zarr": f"/zarr/{entry.site}/{entry.image_path}/",
     }

@@ -167,7 +167,9 @@ def check_ttl(ttl_s: float, *, limit: float = MAX_TTL_S) -> float:
     if isinstance(ttl_s, bool) or not isinstance(ttl_s, int | float) or not math.isfinite(ttl_s):
         raise InvalidInput(f"a lifetime must be a number of seconds, got {ttl_s!r}")
     if ttl_s <= 0 or ttl_s > limit:
-        raise InvalidInput(f"a lifetime must be more than 0 and at most {limit:g} s, got {ttl_s:g}")
+        raise InvalidInput(
+            f"a lifetime must be more than 0 and at most {limit:.0f} s, got {ttl_s:g}"
+        )
     return float(ttl_s)
 
 

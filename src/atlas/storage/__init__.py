@@ -5,7 +5,7 @@ through :func:`backend_class` (register more with :func:`register_backend`); zar
 add error translation, injected latency and faults, and retries.
 """
 
-from atlas.storage.base import Backend
+from atlas.storage.base import Backend, ObjectStat
 from atlas.storage.jsonio import parse_json_object
 from atlas.storage.location import StoreLocation, parse_url
 from atlas.storage.registry import backend_class, register_backend, registered_schemes
@@ -29,6 +29,7 @@ __all__ = [
     "HookedStore",
     "LatencyConfig",
     "LatencyStore",
+    "ObjectStat",
     "ProbeResult",
     "RetryPolicy",
     "RetryStore",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from atlas.errors import ConfigError
@@ -29,6 +30,19 @@ T = TypeVar("T")
 
 #: runs an async step through a handle's wrapper stack: ``hooked(op, key, step)``
 Hooked = Callable[[str, str, Callable[[], Awaitable[Any]]], Any]
+
+
+@dataclass(frozen=True)
+class ObjectStat:
+    """Size and version of one stored object, without its bytes.
+
+    ``version`` changes whenever the object's bytes do (S3: its ETag; local: inode, size and
+    modification time in ns; ``memory://``: SHA-256 of the bytes). It is an HTTP validator, not
+    a token for :meth:`~atlas.storage.Store.put_if_match`.
+    """
+
+    size: int
+    version: str
 
 
 class Backend(ABC):
@@ -90,6 +104,10 @@ class Backend(ABC):
         ``write_id`` is the same for every attempt of one call (retries included), so a
         backend can tell its own earlier, answered-late write from another writer's.
         """
+
+    @abstractmethod
+    async def stat(self, key: str) -> ObjectStat | None:
+        """Size and version of the object at ``key`` (its bytes unread), ``None`` if absent."""
 
     # -- with defaults ---------------------------------------------------------------------
     @property

@@ -26,7 +26,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 from atlas.errors import InvalidInput, NotFound
-from atlas.storage.base import Backend
+from atlas.storage.base import Backend, ObjectStat
 from atlas.storage.location import StoreLocation, clean_key_path, parse_url
 from atlas.storage.registry import backend_class
 from atlas.storage.timeouts import Deadline, ts_result
@@ -278,6 +278,33 @@ class Store:
     def read_bytes(self, key: str) -> bytes:
         """The whole object at ``key``; :class:`NotFound` if it does not exist."""
         buf = sync(self.zarr_store().get(key, default_buffer_prototype()))
+        if buf is None:
+            raise NotFound(f"no object {key!r} in {self.url}", site=self.site, location=self.url)
+        return buf.to_bytes()
+
+    def stat(self, key: str) -> ObjectStat:
+        """Size and version of the object at ``key``, without reading it (``NotFound`` if absent).
+
+        ``InvalidInput`` for a key that is not clean (as :meth:`read_versioned`).
+        """
+        key = self._conditional_key(key)
+        found = self._hooked("exists", key, lambda: self.backend.stat(key))
+        if found is None:
+            raise NotFound(f"no object {key!r} in {self.url}", site=self.site, location=self.url)
+        return found
+
+    def read_range(self, key: str, start: int, stop: int) -> bytes:
+        """Bytes ``start:stop`` of the object at ``key``, reading only those from the store.
+
+        Fewer bytes come back when the object is shorter; ``NotFound`` if it is absent.
+        """
+        from zarr.abc.store import RangeByteRequest
+
+        key = self._conditional_key(key)
+        if not 0 <= start <= stop:
+            raise InvalidInput(f"byte range {start}:{stop} is not 0 <= start <= stop")
+        request = RangeByteRequest(start, stop)
+        buf = sync(self.zarr_store().get(key, default_buffer_prototype(), request))
         if buf is None:
             raise NotFound(f"no object {key!r} in {self.url}", site=self.site, location=self.url)
         return buf.to_bytes()

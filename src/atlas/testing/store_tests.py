@@ -111,6 +111,31 @@ class StoreSuite:
         with pytest.raises(InvalidInput):
             store.delete_prefix("")
 
+    def test_stat_and_read_range(self, store: Store) -> None:
+        data = bytes(range(256)) * 40
+        store.write_bytes("s/obj.bin", data)
+        st = store.stat("s/obj.bin")
+        assert st.size == len(data) and st.version
+        assert store.stat("s/obj.bin") == st  # unchanged object, same version
+        assert store.read_range("s/obj.bin", 0, 10) == data[:10]
+        assert store.read_range("s/obj.bin", 5000, len(data)) == data[5000:]
+        assert store.read_range("s/obj.bin", 7, 7) == b""
+        store.write_bytes("s/obj.bin", data[::-1])
+        assert store.stat("s/obj.bin").version != st.version
+        with pytest.raises(NotFound, match="no object 's/missing'"):
+            store.stat("s/missing")
+        with pytest.raises(NotFound):
+            store.read_range("s/missing", 0, 4)
+        with pytest.raises(NotFound):
+            store.stat("s")  # a prefix, not an object
+        for bad in ("../s/obj.bin", "/s/obj.bin", "s//obj.bin"):
+            with pytest.raises(InvalidInput):
+                store.stat(bad)
+            with pytest.raises(InvalidInput):
+                store.read_range(bad, 0, 1)
+        with pytest.raises(InvalidInput):
+            store.read_range("s/obj.bin", 4, 2)
+
     def test_child_store_sees_prefix(self, store: Store) -> None:
         store.write_bytes("x/y/z", b"1")
         child = store.child("x")

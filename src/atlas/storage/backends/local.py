@@ -14,13 +14,14 @@ import hashlib
 import os
 import random
 import socket
+import stat as stat_mode
 import time
 import uuid
 from contextlib import suppress
 from typing import Any
 
 from atlas.errors import Forbidden, InvalidInput, NotFound, StoreUnavailable
-from atlas.storage.base import Backend, Hooked
+from atlas.storage.base import Backend, Hooked, ObjectStat
 from atlas.storage.failures import translated
 from atlas.storage.location import StoreLocation
 
@@ -71,6 +72,9 @@ class LocalBackend(Backend):
 
     async def read_versioned(self, key: str) -> tuple[bytes, str] | None:
         return await asyncio.to_thread(_local_read, self.path_of(key))
+
+    async def stat(self, key: str) -> ObjectStat | None:
+        return await asyncio.to_thread(_local_stat, self.path_of(key))
 
     async def put_conditional(
         self, key: str, data: bytes, version: str | None, write_id: str
@@ -166,6 +170,17 @@ def _local_read(path: str) -> tuple[bytes, str] | None:
     except IsADirectoryError:
         return None
     return data, content_token(data)
+
+
+def _local_stat(path: str) -> ObjectStat | None:
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if not stat_mode.S_ISREG(st.st_mode):
+        return None
+    # writes replace the file (a new inode) or change its mtime: either changes the version
+    return ObjectStat(st.st_size, f"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}")
 
 
 def _local_create(path: str, data: bytes) -> bool:

@@ -15,7 +15,7 @@ from zarr.storage import FsspecStore
 
 from atlas.errors import InvalidInput
 from atlas.storage.backends.local import content_token
-from atlas.storage.base import Backend
+from atlas.storage.base import Backend, ObjectStat
 from atlas.storage.location import StoreLocation
 
 __all__ = ["MemoryBackend", "MemoryZarrStore"]
@@ -78,6 +78,14 @@ class MemoryBackend(Backend):
                 return None
             data = bytes(fs.cat_file(path))
         return data, content_token(data)
+
+    async def stat(self, key: str) -> ObjectStat | None:
+        fs, path = self.fs, self.fs_path(self.location.child(key))
+        with _CONDITIONAL_LOCK:
+            if not fs.isfile(path):
+                return None
+            data = bytes(fs.cat_file(path))
+        return ObjectStat(len(data), content_token(data))
 
     async def put_conditional(
         self, key: str, data: bytes, version: str | None, write_id: str

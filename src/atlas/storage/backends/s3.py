@@ -26,7 +26,7 @@ from typing import Any
 from zarr.storage import FsspecStore
 
 from atlas.errors import ConfigError, Forbidden, NotFound, StoreUnavailable
-from atlas.storage.base import Backend, Hooked
+from atlas.storage.base import Backend, Hooked, ObjectStat
 from atlas.storage.failures import translated
 from atlas.storage.location import StoreLocation
 from atlas.storage.s3session import close_fs, make_s3fs
@@ -223,6 +223,27 @@ class S3Backend(Backend):
                 raise self._unavailable(key, "get", f"HTTP {status} {code}") from exc
             raise
         return bytes(data), str(response["ETag"])
+
+    async def stat(self, key: str) -> ObjectStat | None:
+        client = await self._client()
+        try:
+            head = await client.head_object(Bucket=self.location.bucket, Key=self._key(key))
+        except Exception as exc:
+            status = _s3_error(exc)[1]
+            if status == 404:
+                return None
+            if status == 403:  # HEAD errors carry no code, so translate() cannot tell
+                loc = self.location
+                who = f"site {loc.site!r} " if loc.site else ""
+                raise Forbidden(
+                    f"{who}refused to read key {key!r} of {loc.url}",
+                    site=loc.site,
+                    location=loc.url,
+                ) from exc
+            if status is not None and status >= 500:
+                raise self._unavailable(key, "stat", f"HTTP {status}") from exc
+            raise
+        return ObjectStat(int(head["ContentLength"]), str(head["ETag"]))
 
     async def put_conditional(
         self, key: str, data: bytes, version: str | None, write_id: str
