@@ -413,16 +413,18 @@ def test_zoom_picks_the_pyramid_level_and_drag_pans(served, browser, tmp_path) -
     page.close()
 
 
-class SlowRenderer(SliceRenderer):
-    """Real tiles, each taking at least ``delay_s`` (so one render slot is often busy)."""
+class SlowRenderer:
+    """Real tiles (the production renderer), each taking at least ``delay_s`` (so one render
+    slot is often busy)."""
 
     def __init__(self, delay_s: float) -> None:
-        super().__init__()
         self.delay_s = delay_s
 
-    def __call__(self, reader: Any, entry: Any, params: Any) -> bytes:
+    def __call__(self, reader: Any, entry: Any, spec: Any) -> Any:
+        from atlas.serve.render import render_tile
+
         time.sleep(self.delay_s)
-        return super().__call__(reader, entry, params)
+        return render_tile(reader, entry, spec)
 
 
 def test_a_busy_server_is_waited_for(served, browser) -> None:
