@@ -62,6 +62,8 @@ def test_atlas_serve_runs_and_serves_with_a_token(tmp_path, workers) -> None:
         auth = {"Authorization": f"Bearer {token}"}
         with httpx.Client(base_url=url, timeout=30) as client:
             assert client.get("/api/series").status_code == 401
+            viewer = client.get("/viewer/")
+            assert viewer.status_code == 200 and "text/html" in viewer.headers["content-type"]
             items = client.get("/api/series", headers=auth).json()["items"]
             assert [i["site"] for i in items] == ["a"]
             sid = items[0]["series_id"]

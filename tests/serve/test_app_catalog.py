@@ -18,6 +18,7 @@ def served(tmp_path_factory):
     with TestClient(app) as client:
         client.h = s.h
         client.tokens = s.tokens
+        client.key_file = s.ctx.config.key_file
         yield client, s.audit, s.catalog
     s.ctx.close()
 
@@ -209,3 +210,31 @@ def test_a_request_refused_before_its_handler_is_audited_by_its_route(served) ->
     assert [(r["event"], r["outcome"]) for r in new] == [
         ("instances-accessed", 4), ("query", 4)
     ]  # fmt: skip
+
+
+def test_a_site_that_does_not_answer_makes_results_partial(served, tmp_path) -> None:
+    from atlas.serve import ServeConfig, ServeContext
+    from atlas.storage import open_store
+
+    client, _, catalog = served
+    (tmp_path / "c").mkdir()
+    stores = {**catalog.stores, "c": open_store(tmp_path / "c", site="c")}  # no index at all
+    cfg = ServeConfig(stores=stores, key_file=client.key_file, audit_log=tmp_path / "audit.jsonl",
+                      revocations=tmp_path / "revoked.txt")  # fmt: skip
+    ctx = ServeContext(cfg)
+    try:
+        with TestClient(create_app(ctx)) as other:
+            r = other.get("/api/series", headers=client.h("all"))
+            assert r.status_code == 200 and r.json()["missing_sites"] == ["c"]
+            assert len(r.json()["items"]) == 2
+            r = other.get("/api/collections", headers=client.h("all"))
+            assert r.json()["missing_sites"] == ["c"]
+            # a token without site c is told nothing about it
+            assert (
+                other.get("/api/series", headers=client.h("site-a")).json()["missing_sites"] == []
+            )
+            r = other.get("/api/series/2.25.1", headers=client.h("all"))
+            assert r.status_code == 503 and r.headers["retry-after"] == "5"
+            assert r.json()["error"] == "store_unavailable" and "'c'" in r.json()["detail"]
+    finally:
+        ctx.close()

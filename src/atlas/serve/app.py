@@ -39,6 +39,7 @@ from atlas.serve.signed import SignedUrls
 from atlas.serve.signed_api import signed_router
 from atlas.serve.tile_cache import TileCache
 from atlas.serve.tiles_api import Renderer, tiles_router
+from atlas.serve.viewer import viewer_router
 from atlas.serve.zarr_http import zarr_router
 
 __all__ = ["UNAUDITED", "create_app"]
@@ -190,7 +191,7 @@ def create_app(
     app.include_router(tiles_router(ctx, slots, renderer=renderer, cache=tile_cache))
     app.include_router(signed_router(ctx, _signed_urls(ctx, auth)))
     app.include_router(zarr_router(ctx, auth))
-    _include_viewer(app)
+    app.include_router(viewer_router())
 
     app.add_middleware(AuditMiddleware, sink=sink)
     app.add_middleware(
@@ -202,13 +203,3 @@ def create_app(
         max_age=600,
     )
     return app
-
-
-def _include_viewer(app: FastAPI) -> None:
-    """The viewer's static files at ``/viewer`` (when the build has the viewer package)."""
-    try:
-        from atlas.serve.viewer import viewer_router
-    except ImportError:
-        pass
-    else:
-        app.include_router(viewer_router())
