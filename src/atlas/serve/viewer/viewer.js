@@ -31,6 +31,8 @@ const state = {
   active: "axial",
   next: null,
   query: "",
+  searches: 0,
+  opens: 0,
 };
 const views = {};
 
@@ -106,8 +108,10 @@ async function loadCatalog() {
 
 async function search(more = false) {
   const q = more ? state.query : $("#q").value.trim();
+  const seq = ++state.searches; // a later search wins, whichever answer comes last
   try {
     const body = await getJSON("api/series", { q, limit: 50, cursor: more ? state.next : null });
+    if (seq !== state.searches) return;
     state.query = q;
     state.next = body.next;
     const items = body.items.map((s) => {
@@ -137,19 +141,21 @@ async function search(more = false) {
     }
     clearError("catalog");
   } catch (err) {
-    showError(err, "catalog");
+    if (seq === state.searches) showError(err, "catalog");
   }
 }
 
 // -- series -------------------------------------------------------------------------------
 async function openSeries(seriesId, volume) {
+  const seq = ++state.opens; // the series asked for last is the one shown
   let series;
   try {
     series = await getJSON(`api/series/${encodeURIComponent(seriesId)}`, { volume });
   } catch (err) {
-    showError(err, "series");
+    if (seq === state.opens) showError(err, "series");
     return;
   }
+  if (seq !== state.opens) return;
   clearError("series");
   clearError("tiles");
   state.series = series;
