@@ -37,12 +37,20 @@ const state = {
 const views = {};
 
 // -- errors -------------------------------------------------------------------------------
-/** Show ``err`` in the page; ``source`` (catalog, series, tiles, input) says what may clear it. */
-function showError(err, source = "other", more = "") {
+/**
+ * Show ``err`` in the page; ``source`` (catalog, series, tiles, input) says what may clear it;
+ * ``retryS``: the request is tried again in that many seconds.
+ */
+function showError(err, source = "other", retryS = null) {
   const box = $("#error");
   box.dataset.source = source;
-  const text = err instanceof ApiError ? err.explain() : `Error: ${err && err.message ? err.message : err}`;
-  box.textContent = text + more;
+  const api = err instanceof ApiError;
+  const text = api
+    ? retryS !== null
+      ? err.explainRetry(retryS)
+      : err.explain()
+    : `Error: ${err && err.message ? err.message : err}`;
+  box.textContent = text;
   box.dataset.status = err instanceof ApiError ? String(err.status) : "";
   box.hidden = false;
   if (err instanceof ApiError && err.status === 401) $("#token").focus();
@@ -374,7 +382,7 @@ function start() {
       onActivate: setActive,
       onError: (err) => showError(err, "tiles"),
       onTiles: () => clearError("tiles"),
-      onBusy: (err, wait) => showError(err, "tiles", ` Retrying in ${wait} s.`),
+      onBusy: (err, wait) => showError(err, "tiles", wait),
       tileParams,
     });
   }
