@@ -21,13 +21,13 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from tests.serve.viewer_backend import SliceRenderer
 from tests.stream.plan_catalog import build_catalog
 
 from atlas.read import ReadRequest
 from atlas.serve import Grant, ServeConfig, ServeContext
 from atlas.serve.app import create_app
 from atlas.serve.auth import Authenticator
+from atlas.serve.render import render_tile
 from atlas.serve.server import serve_in_thread
 from atlas.serve.tokens import TokenIssuer
 from atlas.serve.viewer import CSP
@@ -52,15 +52,6 @@ def chromium_path() -> str:
     return path
 
 
-def tile_renderer() -> Any:
-    """The production renderer once :mod:`atlas.serve.render` exists, else the stand-in."""
-    try:
-        import atlas.serve.render  # noqa: F401
-    except ImportError:
-        return SliceRenderer()
-    return None
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("viewer")
@@ -78,7 +69,7 @@ def served(tmp_path_factory) -> Iterator[dict[str, Any]]:
         "site-a": issuer.create("viewer-a", purpose="research", sites=["a"], token_id="t-a"),
     }
     ctx = ServeContext(cfg)
-    app = create_app(ctx, renderer=tile_renderer())
+    app = create_app(ctx)
     try:
         with serve_in_thread(app) as url:
             yield {"url": url, "ctx": ctx, "catalog": catalog, "tokens": tokens, "cfg": cfg}
@@ -414,15 +405,12 @@ def test_zoom_picks_the_pyramid_level_and_drag_pans(served, browser, tmp_path) -
 
 
 class SlowRenderer:
-    """Real tiles (the production renderer), each taking at least ``delay_s`` (so one render
-    slot is often busy)."""
+    """The production renderer, each tile taking at least ``delay_s`` (one slot often busy)."""
 
     def __init__(self, delay_s: float) -> None:
         self.delay_s = delay_s
 
     def __call__(self, reader: Any, entry: Any, spec: Any) -> Any:
-        from atlas.serve.render import render_tile
-
         time.sleep(self.delay_s)
         return render_tile(reader, entry, spec)
 
@@ -447,7 +435,8 @@ def test_a_busy_server_is_waited_for(served, browser) -> None:
             page.click("#results button.series")
             page.wait_for_selector("#error[data-status='503']")
             text = page.inner_text("#error")
-            assert "busy" in text and "(503)" in text and "Retrying in 1 s" in text
+            assert text.startswith("The server is busy (503): server busy: "), text
+            assert text.endswith("; retry after 1 s. Retrying in 1 s."), text
             for plane in PLANES:
                 wait_ready(page, plane)
                 assert pixels(page, plane).size

@@ -25,6 +25,12 @@ export class ApiError extends Error {
     this.retryAfter = retryAfter;
   }
 
+  /** What the page says while a refused (503) request waits ``waitS`` to be tried again. */
+  explainRetry(waitS) {
+    const d = this.detail ? `: ${this.detail}` : "";
+    return `The server is busy (${this.status})${d}. Retrying in ${waitS} s.`;
+  }
+
   /** What the page says about this error. */
   explain() {
     const d = this.detail ? `: ${this.detail}` : "";

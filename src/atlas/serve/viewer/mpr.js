@@ -39,43 +39,18 @@ class BlobCache {
 
 export const tileCache = new BlobCache(600);
 
-/** A PlaneGeometry level as the viewer uses it, whatever optional fields the server sends. */
+/** A PlaneGeometry level of the series document ({level, width, height, tile, tiles_x, ...}). */
 export function normaliseLevel(g, i) {
-  const tile = g.tile_size ?? g.tile ?? TILE;
-  const width = g.width ?? g.width_px;
-  const height = g.height ?? g.height_px;
-  const grid = g.grid ?? g.tiles ?? null;
-  const rows = g.tile_rows ?? g.rows ?? g.tiles_y ?? (Array.isArray(grid) ? grid[0] : undefined);
-  const cols = g.tile_cols ?? g.cols ?? g.tiles_x ?? (Array.isArray(grid) ? grid[1] : undefined);
+  const tile = g.tile ?? TILE;
   return {
     level: g.level ?? i,
-    width,
-    height,
+    width: g.width,
+    height: g.height,
     tile,
-    rows: rows ?? Math.ceil(height / tile),
-    cols: cols ?? Math.ceil(width / tile),
-    mmPerPx: g.mm_per_px ?? g.mm_per_pixel ?? null,
+    rows: g.tiles_y ?? Math.ceil(g.height / tile),
+    cols: g.tiles_x ?? Math.ceil(g.width / tile),
+    mmPerPx: g.mm_per_px ?? null,
   };
-}
-
-/**
- * Plane levels derived from the series' pyramid levels ({level, shape, spacing}), for a
- * server whose document lists no PlaneGeometry: square pixels of the finer in-plane spacing.
- */
-export function derivedLevels(series, plane) {
-  return (Array.isArray(series.levels) ? series.levels : []).map((lv, i) => {
-    const [z, y, x] = lv.shape.slice(-3);
-    const [sz, sy, sx] = lv.spacing.slice(-3);
-    const [[nc, sc], [nr, sr]] = {
-      axial: [[x, sx], [y, sy]],
-      coronal: [[x, sx], [z, sz]],
-      sagittal: [[y, sy], [z, sz]],
-    }[plane];
-    const mm = Math.min(sc, sr);
-    const width = Math.max(1, Math.round((nc * sc) / mm));
-    const height = Math.max(1, Math.round((nr * sr) / mm));
-    return normaliseLevel({ level: lv.level ?? i, width, height, mm_per_px: mm }, i);
-  });
 }
 
 function loadImage(blob) {
@@ -143,8 +118,7 @@ export class PlaneView {
     const plane = series.planes[this.plane];
     this.series = series;
     this.slices = plane.slices;
-    const given = plane.levels && plane.levels.length ? plane.levels.map(normaliseLevel) : null;
-    this.levels = (given || derivedLevels(series, this.plane)).sort((a, b) => b.width - a.width);
+    this.levels = plane.levels.map(normaliseLevel).sort((a, b) => b.width - a.width);
     this.index = index;
     this.slider.max = String(this.slices - 1);
     this.layer.replaceChildren();

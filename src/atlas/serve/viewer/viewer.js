@@ -31,16 +31,26 @@ const state = {
   active: "axial",
   next: null,
   query: "",
+  searches: 0,
+  opens: 0,
 };
 const views = {};
 
 // -- errors -------------------------------------------------------------------------------
-/** Show ``err`` in the page; ``source`` (catalog, series, tiles, input) says what may clear it. */
-function showError(err, source = "other", more = "") {
+/**
+ * Show ``err`` in the page; ``source`` (catalog, series, tiles, input) says what may clear it;
+ * ``retryS``: the request is tried again in that many seconds.
+ */
+function showError(err, source = "other", retryS = null) {
   const box = $("#error");
   box.dataset.source = source;
-  const text = err instanceof ApiError ? err.explain() : `Error: ${err && err.message ? err.message : err}`;
-  box.textContent = text + more;
+  const api = err instanceof ApiError;
+  const text = api
+    ? retryS !== null
+      ? err.explainRetry(retryS)
+      : err.explain()
+    : `Error: ${err && err.message ? err.message : err}`;
+  box.textContent = text;
   box.dataset.status = err instanceof ApiError ? String(err.status) : "";
   box.hidden = false;
   if (err instanceof ApiError && err.status === 401) $("#token").focus();
@@ -106,8 +116,10 @@ async function loadCatalog() {
 
 async function search(more = false) {
   const q = more ? state.query : $("#q").value.trim();
+  const seq = ++state.searches; // a later search wins, whichever answer comes last
   try {
     const body = await getJSON("api/series", { q, limit: 50, cursor: more ? state.next : null });
+    if (seq !== state.searches) return;
     state.query = q;
     state.next = body.next;
     const items = body.items.map((s) => {
@@ -137,19 +149,21 @@ async function search(more = false) {
     }
     clearError("catalog");
   } catch (err) {
-    showError(err, "catalog");
+    if (seq === state.searches) showError(err, "catalog");
   }
 }
 
 // -- series -------------------------------------------------------------------------------
 async function openSeries(seriesId, volume) {
+  const seq = ++state.opens; // the series asked for last is the one shown
   let series;
   try {
     series = await getJSON(`api/series/${encodeURIComponent(seriesId)}`, { volume });
   } catch (err) {
-    showError(err, "series");
+    if (seq === state.opens) showError(err, "series");
     return;
   }
+  if (seq !== state.opens) return;
   clearError("series");
   clearError("tiles");
   state.series = series;
@@ -368,7 +382,7 @@ function start() {
       onActivate: setActive,
       onError: (err) => showError(err, "tiles"),
       onTiles: () => clearError("tiles"),
-      onBusy: (err, wait) => showError(err, "tiles", ` Retrying in ${wait} s.`),
+      onBusy: (err, wait) => showError(err, "tiles", wait),
       tileParams,
     });
   }
