@@ -229,19 +229,26 @@ def zarr_router(
     def options() -> Response:
         return Response(status_code=204, headers={"Allow": ALLOW})
 
-    @router.api_route("/zarr/{site}/{key:path}", methods=["GET", "HEAD"], response_model=None)
     def raw_object(request: Request, site: str, key: str) -> Response:
         """One stored object of an image the bearer token covers (ranges, ETag, HEAD)."""
         return serve(request, bearer(request), site, key, vary=True)
 
-    @router.api_route(
-        "/signed/{token}/{site}/{key:path}", methods=["GET", "HEAD"], response_model=None
-    )
     def signed_object(request: Request, token: str, site: str, key: str) -> Response:
         """One stored object below a signed URL's image path (no header needed)."""
         if len(token) > MAX_TOKEN:
             raise Unauthorized("the signed URL's token is malformed")
         return serve(request, signed(token), site, key, vary=False)
+
+    # GET and HEAD as two operations, each with its own id in the API description
+    for path, endpoint in (
+        ("/zarr/{site}/{key:path}", raw_object),
+        ("/signed/{token}/{site}/{key:path}", signed_object),
+    ):
+        for method in ("GET", "HEAD"):
+            router.add_api_route(
+                path, endpoint, methods=[method], response_model=None,
+                operation_id=f"{endpoint.__name__}_{method.lower()}",
+            )  # fmt: skip
 
     for path in ("/zarr/{site}/{key:path}", "/signed/{token}/{site}/{key:path}"):
         router.add_api_route(
