@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from atlas.bench.report import PlotSpec, print_table, write_report
-from atlas.bench.stream_atlas import atlas_available, atlas_patches, run_atlas
+from atlas.bench.stream_atlas import WarmAtlas, atlas_available, atlas_patches, run_atlas
 from atlas.bench.stream_baselines import load_chunks, run_naive, run_numcodecs, run_tensorstore
 from atlas.bench.stream_data import (
     BenchData,
@@ -60,14 +60,15 @@ PIPELINES = {
     "monai": "MONAI: LoadImaged + RandCropByPosNegLabeld, x2",
     "monai-cache": "MONAI: CacheDataset + RandCropByPosNegLabeld, x2",
     "torchio": "TorchIO: Queue + LabelSampler, x2",
-    "atlas": "Atlas: AtlasDataset, DataLoader x2",
+    "atlas": "Atlas cold: new loader x2 per run",
     "atlas-w0": "Atlas: AtlasDataset, DataLoader x0",
-    "atlas-w4": "Atlas: AtlasDataset, DataLoader x4",
+    "atlas-w4": "Atlas cold: new loader x4 per run",
+    "atlas-warm": "Atlas warm: loader x2 kept, next epoch",
     "tensorstore": "ceiling: tensorstore, every read at once",
     "numcodecs": "physical ceiling: numcodecs from memory",
 }
 #: pipelines whose reads go through the zarr-python store stack (see LatencyStore)
-_ZARR_STACK = frozenset({"naive", "atlas", "atlas-w0", "atlas-w4"})
+_ZARR_STACK = frozenset({"naive", "atlas", "atlas-w0", "atlas-w4", "atlas-warm"})
 LATENCY_S = 0.020
 
 
@@ -83,16 +84,18 @@ class Sizes:
     repeats: int
     chunks: tuple[int, int, int]
     shards: tuple[int, int, int]
+    #: samples per epoch of the warm Atlas row (a loader kept across epochs)
+    warm_epoch: int = 0
 
     @classmethod
     def quick(cls) -> Sizes:
         """Tiny volumes, one repeat (CI smoke run)."""
-        return cls(2, (32, 64, 64), (16, 16, 16), 16, 4, 1, (16, 32, 32), (32, 64, 64))
+        return cls(2, (32, 64, 64), (16, 16, 16), 16, 4, 1, (16, 32, 32), (32, 64, 64), 16)
 
     @classmethod
     def full(cls) -> Sizes:
         """The documented run (minutes on 2 cores)."""
-        return cls(4, (64, 192, 192), (32, 64, 64), 64, 8, 3, (32, 64, 64), (64, 192, 192))
+        return cls(4, (64, 192, 192), (32, 64, 64), 64, 8, 3, (32, 64, 64), (64, 192, 192), 512)
 
 
 def _runner(
@@ -137,7 +140,7 @@ def _row(site: str, pipeline: str, runs: list[Measurement], data: BenchData) -> 
         "verified": all(m.verified for m in runs),
         "samples": runs[0].samples,
         "list_checksum": runs[0].list_checksum,
-        "same list": pipeline not in ("monai", "monai-cache", "torchio"),
+        "same list": pipeline not in ("monai", "monai-cache", "torchio", "atlas-warm"),
         "runs": [m.to_dict() for m in runs],
     }
 
@@ -218,16 +221,28 @@ def _sites(
 
 
 def _pipelines_for(site: Site, index: int, data: BenchData) -> list[str]:
-    wanted = ["naive", "monai", "monai-cache", "torchio", "atlas", "tensorstore"]
+    wanted = ["naive", "monai", "monai-cache", "torchio", "atlas", "atlas-warm", "tensorstore"]
     if index == 0:
-        wanted[5:5] = ["atlas-w0", "atlas-w4"]
+        wanted[6:6] = ["atlas-w0", "atlas-w4"]
     elif site.latency and not site.blind:  # in-process Atlas beside the in-process ceiling
-        wanted.insert(5, "atlas-w0")
+        wanted.insert(6, "atlas-w0")
     if not monai_cache_fits(data):
         wanted.remove("monai-cache")
     if not atlas_available():
         wanted = [p for p in wanted if not p.startswith("atlas")]
     return [p for p in wanted if p not in site.blind]
+
+
+def _warm_runs(site: Site, data: BenchData, sizes: Sizes, pids: list[int]) -> list[Measurement]:
+    """The warm row: one loader, an unmeasured first epoch, then one epoch per repeat."""
+    warm = WarmAtlas(site, data, sizes.batch, 2, sizes.warm_epoch or len(data.patches))
+    try:
+        warm.warm_up()
+        return [
+            measure(data, warm, limit=warm.samples, exclude_pids=pids) for _ in range(sizes.repeats)
+        ]
+    finally:
+        warm.close()
 
 
 def _ambitions(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -255,6 +270,10 @@ def _ambitions(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 (r["first batch s"] for r in rows if r["site"] == site and r["id"] == "atlas"), None
             ),
             "atlas_w0_vs_naive": ratio(site, "atlas-w0", "naive"),
+            "atlas_warm_vs_naive": ratio(site, "atlas-warm", "naive"),
+            "atlas_warm_vs_monai": ratio(site, "atlas-warm", "monai"),
+            "atlas_warm_vs_torchio": ratio(site, "atlas-warm", "torchio"),
+            "atlas_warm_vs_tensorstore": ratio(site, "atlas-warm", "tensorstore"),
             "atlas_w0_vs_tensorstore": ratio(site, "atlas-w0", "tensorstore"),
         }
     out["atlas_peak_MB_by_workers"] = {
@@ -313,12 +332,15 @@ def run(
                     skipped[site.name] = sorted(PIPELINES[p] for p in site.blind)
                 for pipeline in _pipelines_for(site, index, data):
                     say(f"{site.name}: {PIPELINES[pipeline]}")
-                    fn = _runner(pipeline, site, data, sizes, chunks)
-                    limit = len(data.patches)
-                    runs = [
-                        measure(data, fn, limit=limit, exclude_pids=pids)
-                        for _ in range(sizes.repeats)
-                    ]
+                    if pipeline == "atlas-warm":
+                        runs = _warm_runs(site, data, sizes, pids)
+                    else:
+                        fn = _runner(pipeline, site, data, sizes, chunks)
+                        limit = len(data.patches)
+                        runs = [
+                            measure(data, fn, limit=limit, exclude_pids=pids)
+                            for _ in range(sizes.repeats)
+                        ]
                     rows.append(_row(site.name, pipeline, runs, data))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -350,6 +372,11 @@ def run(
         "samples": "image (int16) and label (uint8) patch; MB/s counts both",
         "statistic": "median of repeats; spread = (max - min) / median of samples/s",
         "samples/s": "all samples / wall time from the pipeline's start (startup included)",
+        "warm": (
+            "Atlas warm: one loader kept across repeats (workers already up, as in a long "
+            "training run); an unmeasured first epoch, then each repeat reads the next epoch "
+            f"of {sizes.warm_epoch or len(data.patches)} samples (other samples than the list)"
+        ),
         "steady samples/s": "samples after the first batch / time after the first batch",
         "memory": "peak PSS of this process and its children (servers excluded) above its start",
         "cpu": "user+system seconds of this process and its reaped children / wall (100 = a core)",

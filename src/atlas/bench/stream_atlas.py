@@ -21,7 +21,7 @@ from atlas.bench.stream_data import LABEL, TUMOUR, BenchData, PatchSpec, Site, v
 from atlas.bench.stream_measure import Sink
 from atlas.errors import NotFound
 
-__all__ = ["SITE", "atlas_available", "atlas_patches", "run_atlas", "volume_table"]
+__all__ = ["SITE", "WarmAtlas", "atlas_available", "atlas_patches", "run_atlas", "volume_table"]
 
 #: the site name of the benchmark's volumes in the plan (each row maps it to its own store)
 SITE = "bench"
@@ -80,10 +80,10 @@ def volume_table(data: BenchData) -> Any:
     return VolumeTable.from_arrow(volumes, pa.table(rows))
 
 
-def _sampler(data: BenchData) -> Any:
+def _sampler(data: BenchData, samples: int | None = None) -> Any:
     from atlas.stream import BalancedSampler
 
-    per_volume = max(1, len(data.patches) // len(data.images))
+    per_volume = max(1, (samples or len(data.patches)) // len(data.images))
     return BalancedSampler(data.patch_size, labels=("tumour",), positive=0.5, per_volume=per_volume)
 
 
@@ -134,6 +134,45 @@ def run_atlas(
         _consume(loader, sink)
     del loader, dataset
     reader.close()
+
+
+class WarmAtlas:
+    """The warm Atlas row: one loader kept across repeats, as in a long training run.
+
+    :meth:`warm_up` reads epoch 0 unmeasured (the workers start, open their stores and fill
+    their caches); each call then reads the next epoch with the same workers. Epochs have
+    ``samples`` samples (longer than the shared list, so the steady rate shows), each
+    verified against the ground truth like every other row; they are other epochs than
+    the list, so the row is left out of the list checksum.
+    """
+
+    def __init__(self, site: Site, data: BenchData, batch: int, workers: int, samples: int):
+        if not atlas_available():
+            raise NotFound("atlas.stream is not available in this installation")
+        from atlas.read import Reader
+        from atlas.stream import AtlasDataset
+
+        options: dict[str, Any] = {"engine": "zarr"} if site.store.latency is not None else {}
+        self.reader = Reader({SITE: site.store}, **options)
+        dataset = AtlasDataset(volume_table(data), _sampler(data, samples), reader=self.reader,
+                               seed=0, subset=None)  # fmt: skip
+        self.samples = len(dataset)
+        self.loader = dataset.loader(batch_size=batch, num_workers=workers)
+
+    def warm_up(self) -> None:
+        """Read one whole epoch, unmeasured."""
+        self(Sink())
+
+    def __call__(self, sink: Sink) -> None:
+        """Read the next epoch into ``sink``."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*worker processes in total.*")
+            _consume(self.loader, sink)
+
+    def close(self) -> None:
+        """Stop the workers."""
+        self.loader.close()
+        self.reader.close()
 
 
 def _start(region: Any) -> tuple[int, int, int]:

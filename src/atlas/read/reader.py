@@ -180,6 +180,42 @@ class Reader:
         with self._lock:
             return self._infos.setdefault(ref, info)
 
+    def opened(self) -> dict[ImageRef, tuple[OmeImage | OmeLabel, ImageInfo]]:
+        """The images (and label images) this reader has opened and checked, by ref.
+
+        Each comes with its :class:`ImageInfo`. They pickle as their store locations and
+        metadata (no credential, no pixel), so a process that will read the same images
+        can start with them (:meth:`add_opened`) instead of reading their metadata again.
+        """
+        with self._lock:
+            return {r: (self._nodes[r], i) for r, i in self._infos.items() if r in self._nodes}
+
+    def add_opened(self, opened: Mapping[ImageRef, tuple[OmeImage | OmeLabel, ImageInfo]]) -> None:
+        """Take images opened elsewhere (see :meth:`opened`); ones already open here stay.
+
+        Raises
+        ------
+        InvalidInput
+            A key is not an :class:`ImageRef`, or a value not an opened image and its info.
+        NotFound
+            A ref's site is not one of this reader's.
+        """
+        for ref, value in opened.items():
+            node, info = value if isinstance(value, tuple) and len(value) == 2 else (None, None)
+            if (
+                not isinstance(ref, ImageRef)
+                or not isinstance(node, OmeImage | OmeLabel)
+                or not isinstance(info, ImageInfo)
+            ):
+                raise InvalidInput(f"add_opened needs ImageRef -> (image, ImageInfo), got {ref!r}")
+            self.store(ref.site)
+        with self._lock:
+            for ref, (node, info) in opened.items():
+                self._nodes.setdefault(ref, node)
+                self._infos.setdefault(ref, info)
+                if ref.label is None and isinstance(node, OmeImage):
+                    self._images.setdefault((ref.site, ref.path), node)
+
     def validate(self, request: ReadRequest) -> None:
         """Check ``request`` against its image (no pixel is read).
 

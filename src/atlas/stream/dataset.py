@@ -22,6 +22,7 @@ budget are split between the workers, so memory stays bounded as workers are add
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
     from atlas.stream.loader import StreamLoader
     from atlas.stream.splits import Split
 
-__all__ = ["DOWN_AFTER", "AtlasDataset"]
+__all__ = ["DOWN_AFTER", "OPEN_FOR_WORKERS", "AtlasDataset"]
 
 #: failed reads in a row after which a site is taken as down for the rest of the epoch (in
 #: one process): its remaining samples are skipped without waiting for its retries again
@@ -61,6 +62,13 @@ SAMPLE_FAULTS = (CorruptData, NotFound)
 
 #: volumes kept per process for sample metadata
 _VOLUMES_KEPT = 4096
+#: samples at the start of an epoch whose images the training process opens for the workers
+#: (their metadata travels with the dataset, so no worker reads it again; decision 0054)
+OPEN_FOR_WORKERS = 1024
+#: threads opening those images (metadata reads are small: latency-bound)
+_OPEN_THREADS = 16
+#: an epoch order longer than this is not sent to workers (they compute it again)
+_PERMUTATION_SENT = 1 << 20
 #: dtypes torch handles poorly, and what they are widened to
 _WIDEN: dict[np.dtype, np.dtype] = {
     np.dtype("uint16"): np.dtype("int32"),
@@ -220,6 +228,9 @@ class AtlasDataset(IterableDataset):
         self._epoch: EpochPlan | None = None
         self._volumes: dict[int, Volume] = {}
         self._local_reader: Reader | None = None
+        #: images opened for the workers (image ref -> opened image), sent with the dataset
+        self._opened: dict[ImageRef, Any] = {}
+        self._seeded: Reader | None = None
         self.state = StreamState(
             epoch=0,
             seed=seed,
@@ -318,10 +329,56 @@ class AtlasDataset(IterableDataset):
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_epoch"] = None  # workers re-plan: cheaper than pickling the order
+        # the planned epoch travels (a worker need not plan it again), its order only when
+        # small: a long one is cheaper to compute again than to pickle into every worker
+        epoch = self._epoch
+        if epoch is not None and epoch._perm is not None and epoch._perm.size > _PERMUTATION_SENT:
+            epoch = copy.copy(epoch)
+            epoch._perm = None
+        state["_epoch"] = epoch
         state["_volumes"] = {}
         state["_local_reader"] = None
+        state["_seeded"] = None
         return state
+
+    def open_for_workers(self, samples: int = OPEN_FOR_WORKERS) -> int:
+        """Open the images of the epoch's first ``samples`` samples here, for the workers.
+
+        Their metadata (levels, chunks, affine: no pixel, no credential) then travels to each
+        DataLoader worker with the dataset, so a worker starts reading at once instead of
+        reading every image's metadata again, one after the other (what dominated a
+        worker's start on a remote site). The images are opened on a few threads at once.
+        Best effort: an image that cannot be opened is left for the worker to meet (and
+        count). :class:`StreamLoader` calls this before it starts workers.
+
+        Returns
+        -------
+        int
+            Images (and label images) known to the workers now.
+        """
+        epoch = self._plan(self.state.epoch)
+        n = min(len(epoch), _count(samples, "samples", 0))
+        start = min(self.state.consumed, len(epoch))
+        positions = np.arange(start, min(len(epoch), start + n), dtype=np.int64)
+        refs = list(
+            dict.fromkeys(r.image for spec in epoch.specs(positions) for r in self._requests(spec))
+        )
+        missing = [r for r in refs if r not in self._opened]
+        if missing:
+            reader = self.reader
+
+            def open_one(ref: ImageRef) -> tuple[ImageRef, Any]:
+                try:
+                    return ref, (reader.node(ref), reader.info(ref))
+                except (*SITE_FAULTS, *SAMPLE_FAULTS, InvalidInput):
+                    return ref, None
+
+            threads = max(1, min(_OPEN_THREADS, len(missing)))
+            with ThreadPoolExecutor(max_workers=threads) as pool:
+                for ref, node in pool.map(open_one, missing):
+                    if node is not None:
+                        self._opened[ref] = node
+        return len(self._opened)
 
     def positions(self, worker: int = 0, workers: int = 1) -> np.ndarray:
         """Global positions this rank's ``worker`` reads from the current state on."""
@@ -344,8 +401,7 @@ class AtlasDataset(IterableDataset):
         epoch = self._plan(self.state.epoch)
         reader = self._worker_reader(workers)
         positions = self.positions(worker, workers)
-        step = self.batch_reads
-        chunks = [positions[i : i + step] for i in range(0, positions.size, step)]
+        chunks = _read_chunks(positions, self.batch_size, self.batch_reads)
         down: dict[str, int] = {}
         budget = self.prefetch_bytes // workers
         ahead = prefetch(
@@ -374,14 +430,22 @@ class AtlasDataset(IterableDataset):
         self.batch_size = batch
 
     def _worker_reader(self, workers: int) -> Reader:
-        """The reader of this process: the cache budget split between the workers."""
+        """The reader of this process: the cache budget split between the workers.
+
+        It starts with the images the training process opened for the workers.
+        """
         share = self.cache_bytes // max(1, workers)
         if share == self.reader.cache_bytes:
-            return self.reader
-        if self._local_reader is None or self._local_reader.cache_bytes != share:
-            options = {**self.reader.options(), "cache_bytes": share}
-            self._local_reader = Reader(self.reader.stores, **options)
-        return self._local_reader
+            reader = self.reader
+        else:
+            if self._local_reader is None or self._local_reader.cache_bytes != share:
+                options = {**self.reader.options(), "cache_bytes": share}
+                self._local_reader = Reader(self.reader.stores, **options)
+            reader = self._local_reader
+        if self._opened and self._seeded is not reader:
+            reader.add_opened(self._opened)
+            self._seeded = reader
+        return reader
 
     def _volume(self, i: int) -> Volume:
         """The table's volume ``i`` (the last few thousand kept: samples repeat volumes)."""
@@ -535,6 +599,22 @@ def _rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
     if r >= world:
         raise InvalidInput(f"rank {r} is not below world_size {world}")
     return r, world
+
+
+def _read_chunks(positions: np.ndarray, batch: int, most: int) -> list[np.ndarray]:
+    """``positions`` cut into read batches, growing from one loader batch to ``most``.
+
+    The first read is one loader batch (the first batch comes after a small read); each next
+    is twice the last, up to ``most`` samples (many samples' chunks in flight at once;
+    decision 0055).
+    """
+    out: list[np.ndarray] = []
+    step, i = max(1, min(batch, most)), 0
+    while i < positions.size:
+        out.append(positions[i : i + step])
+        i += step
+        step = min(most, step * 2)
+    return out
 
 
 def _nbytes(read: _Read) -> int:

@@ -17,6 +17,7 @@ A thin wrapper over ``torch.utils.data.DataLoader`` that
 
 from __future__ import annotations
 
+import functools
 import math
 import multiprocessing
 import os
@@ -40,9 +41,13 @@ __all__ = ["WORKER_PRELOAD", "StreamLoader", "WorkerEnvironment", "worker_contex
 #: modules the worker server imports once, so that each epoch's workers start in milliseconds
 #: (importing tensorstore is safe before a fork; reading with it is not)
 WORKER_PRELOAD = (
-    "numpy", "pyarrow", "torch", "zarr", "tensorstore", "atlas.stream.dataset",
+    "numpy", "numpy.random", "pyarrow", "pyarrow.compute", "torch", "zarr", "tensorstore",
+    "atlas.stream.dataset", "atlas.stream.loader", "atlas.stream.collate",
     "atlas.read.reader", "atlas.read.ts_engine", "atlas.read.zarr_engine",
 )  # fmt: skip
+#: preloaded too when a site of the stream is on S3 (a worker that meets an image the
+#: training process did not open reads its metadata through them)
+S3_PRELOAD = ("atlas.storage.backends.s3", "atlas.storage.s3session", "s3fs")
 
 
 def worker_context(extra: tuple[str, ...] = ()) -> Any:
@@ -116,7 +121,7 @@ class StreamLoader:
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
-        self.collate_fn = collate_fn or collate_samples
+        self.collate_fn = collate_fn or functools.partial(collate_samples, pin=self.pin_memory)
         self.prefetch_factor = prefetch_factor if num_workers else None
         if num_workers and prefetch_factor is None:
             self.prefetch_factor = 2
@@ -154,6 +159,9 @@ class StreamLoader:
     def _data_loader(self) -> DataLoader[Any]:
         if self._loader is None:
             workers = self.num_workers
+            open_for_workers = getattr(self.dataset, "open_for_workers", None)
+            if workers and callable(open_for_workers):
+                open_for_workers()  # image metadata read once here, not again in each worker
             self._loader = DataLoader(
                 self.dataset,
                 batch_size=self.batch_size,
@@ -194,7 +202,7 @@ class StreamLoader:
             return self.multiprocessing_context
         if "tensorstore" not in sys.modules:
             return multiprocessing.get_context("fork")
-        return worker_context(_transform_modules(self.dataset))
+        return worker_context(_transform_modules(self.dataset) + _store_modules(self.dataset))
 
     def close(self) -> None:
         """Stop the worker processes (a later iteration starts new ones)."""
@@ -248,6 +256,15 @@ class WorkerEnvironment:
 
     def __repr__(self) -> str:
         return f"WorkerEnvironment({sorted(self._values)})"
+
+
+def _store_modules(dataset: Any) -> tuple[str, ...]:
+    """What the worker server preloads for the dataset's sites (S3 clients for S3 sites)."""
+    reader = getattr(dataset, "reader", None)
+    stores = getattr(reader, "stores", {}) if reader is not None else {}
+    if any(getattr(s.location, "scheme", "") == "s3" for s in stores.values()):
+        return S3_PRELOAD
+    return ()
 
 
 def _transform_modules(dataset: Any) -> tuple[str, ...]:
