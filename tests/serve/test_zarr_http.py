@@ -191,6 +191,23 @@ def test_signed_path_needs_no_header(live: Live) -> None:
     assert meta.status_code == 200 and meta.headers["referrer-policy"] == "no-referrer"
 
 
+def test_ome_zarr_py_reads_the_signed_url(live: Live) -> None:
+    """ome-zarr-py (a tool that sends no header) reads the pyramid and labels over HTTP."""
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader as OmeReader
+
+    url = f"{live.base}/signed/tok-a/a/{live.image['a']}"
+    location = parse_url(url)
+    assert location is not None, "ome-zarr-py did not recognise the series as OME-Zarr"
+    nodes = list(OmeReader(location)())
+    image = nodes[0]
+    np.testing.assert_array_equal(np.asarray(image.data[0]), local_array(live))
+    assert "coordinateTransformations" in image.metadata  # the multiscales were parsed
+    labels = [n for n in nodes if "/labels/" in str(n.zarr) and n.data]
+    assert labels and "color" in labels[0].metadata  # a label image, with its colours
+    assert labels[0].data[0].shape == image.data[0].shape
+
+
 def test_one_inner_chunk_of_a_shard_by_range(live: Live) -> None:
     import google_crc32c  # what zarr's crc32c codec uses
     from numcodecs import Zstd
