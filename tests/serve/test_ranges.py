@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.serve.rawzarr_support import parse_multipart
 
 from atlas.errors import InvalidInput
 from atlas.serve.ranges import (
@@ -31,19 +32,6 @@ def reference(spec: tuple[int | None, int | None], size: int) -> range | None:
 def text(spec: tuple[int | None, int | None]) -> str:
     first, last = spec
     return f"{'' if first is None else first}-{'' if last is None else last}"
-
-
-def parse_multipart(body: bytes, boundary: str) -> list[tuple[dict[str, str], bytes]]:
-    """Split a multipart/byteranges body (RFC 2046 framing) into (headers, payload) parts."""
-    delim = f"--{boundary}".encode()
-    assert body.startswith(delim + b"\r\n") and body.endswith(b"\r\n" + delim + b"--\r\n")
-    inner = body[len(delim) + 2 : -(len(delim) + 6)]
-    parts = []
-    for chunk in inner.split(b"\r\n" + delim + b"\r\n"):
-        head, _, payload = chunk.partition(b"\r\n\r\n")
-        fields = dict(line.split(": ", 1) for line in head.decode().split("\r\n"))
-        parts.append((fields, payload))
-    return parts
 
 
 specs = st.one_of(

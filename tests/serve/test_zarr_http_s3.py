@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorstore as ts
 import zarr
-from tests.serve.test_zarr_http import Live, serve_catalog
+from tests.serve.rawzarr_support import Live, serve_catalog
 from tests.stores import s3_store
 from tests.stream.plan_catalog import build_catalog
 

@@ -40,9 +40,11 @@ from atlas.stream.partition import shard_for
 from atlas.stream.prefetch import prefetch
 from atlas.stream.report import EpochReport, SiteCounters
 from atlas.stream.samplers import AXES
+from atlas.stream.sources import check_count, rank_world, table_from
 from atlas.stream.spec import SampleSpec
 from atlas.stream.state import StreamState
-from atlas.stream.table import TRAINING_PURPOSE, Volume, VolumeTable, plan_epochs
+from atlas.stream.table import Volume
+from atlas.stream.transforms import apply_transform, sample_seed
 
 if TYPE_CHECKING:
     from atlas.read import Patch
@@ -77,44 +79,6 @@ _WIDEN: dict[np.dtype, np.dtype] = {
 
 Sample = dict[str, Any]
 _Read = tuple[SampleSpec, "Patch", "Patch | None"]
-
-
-def _count(value: Any, what: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or int(value) < low:
-        raise InvalidInput(f"{what} must be an integer >= {low}, got {value!r}")
-    return int(value)
-
-
-def _table_from(
-    source: Any,
-    where: str | None,
-    release: str | None,
-    split: Split | None,
-    subset: str | None,
-) -> tuple[VolumeTable, dict[str, Store]]:
-    """The plan's table, and the stores of its sites (for an :class:`Atlas` source)."""
-    from atlas.index.catalog import Atlas
-
-    if isinstance(source, VolumeTable):
-        if where is not None or release is not None:
-            raise InvalidInput(
-                "where= and release= select from a catalog; a VolumeTable is already planned "
-                "(pass the Atlas instead, or plan it with atlas.stream.plan_epochs)"
-            )
-        return source, {}
-    if isinstance(source, Atlas):
-        if source.purpose != TRAINING_PURPOSE:
-            raise InvalidInput(
-                f"streaming for training needs a catalog opened with purpose "
-                f"{TRAINING_PURPOSE!r}, not {source.purpose!r}: open_atlas(stores, "
-                f"purpose={TRAINING_PURPOSE!r})"
-            )
-        table = plan_epochs(source, where, release=release, split=split, subset=subset)
-        return table, {name: idx.store for name, idx in source.sites.items()}
-    raise InvalidInput(
-        f"AtlasDataset needs an Atlas (open_atlas(..., purpose={TRAINING_PURPOSE!r})) or a "
-        f"VolumeTable, got {type(source).__name__}"
-    )
 
 
 class AtlasDataset(IterableDataset):
@@ -188,16 +152,16 @@ class AtlasDataset(IterableDataset):
         cache_bytes: int | None = None,
     ) -> None:
         super().__init__()
-        self.batch_reads = _count(batch_reads, "batch_reads", 1)
-        self.prefetch_bytes = _count(prefetch_bytes, "prefetch_bytes", 0)
-        self.batch_size = _count(batch_size, "batch_size", 1)
-        seed = _count(seed, "seed", 0)
+        self.batch_reads = check_count(batch_reads, "batch_reads", 1)
+        self.prefetch_bytes = check_count(prefetch_bytes, "prefetch_bytes", 0)
+        self.batch_size = check_count(batch_size, "batch_size", 1)
+        seed = check_count(seed, "seed", 0)
         if transform is not None and not callable(transform):
             raise InvalidInput(f"transform must be callable, got {type(transform).__name__}")
         self.transform = transform
         self.strict = bool(strict)
-        self.rank, self.world_size = _rank_world(rank, world_size)
-        table, atlas_stores = _table_from(source, where, release, split, subset)
+        self.rank, self.world_size = rank_world(rank, world_size)
+        table, atlas_stores = table_from(source, where, release, split, subset)
         self.table = table
         self.sampler = sampler
         self.order = order or EpochOrder()
@@ -214,7 +178,9 @@ class AtlasDataset(IterableDataset):
             raise InvalidInput(f"reader must be an atlas.read.Reader, got {type(reader).__name__}")
         self.reader = reader
         self.cache_bytes = (
-            reader.cache_bytes if cache_bytes is None else _count(cache_bytes, "cache_bytes", 0)
+            reader.cache_bytes
+            if cache_bytes is None
+            else check_count(cache_bytes, "cache_bytes", 0)
         )
         sites = sorted(set(table.arrow["site"].unique().to_pylist()))
         missing = [s for s in sites if s not in reader.stores]
@@ -255,7 +221,7 @@ class AtlasDataset(IterableDataset):
 
     def set_epoch(self, epoch: int) -> None:
         """Read ``epoch`` next, from its start (its order and samples follow from the seed)."""
-        epoch = _count(epoch, "epoch", 0)
+        epoch = check_count(epoch, "epoch", 0)
         if epoch != self.state.epoch or self.state.consumed:
             self.state = StreamState(
                 epoch=epoch,
@@ -357,7 +323,7 @@ class AtlasDataset(IterableDataset):
             Images (and label images) known to the workers now.
         """
         epoch = self._plan(self.state.epoch)
-        n = min(len(epoch), _count(samples, "samples", 0))
+        n = min(len(epoch), check_count(samples, "samples", 0))
         start = min(self.state.consumed, len(epoch))
         positions = np.arange(start, min(len(epoch), start + n), dtype=np.int64)
         refs = list(
@@ -561,8 +527,8 @@ class AtlasDataset(IterableDataset):
         }
         if self.transform is None:
             return sample
-        seed = _sample_seed(self.state.seed, epoch.epoch, spec.index)
-        return _transformed(self.transform, sample, seed)
+        seed = sample_seed(self.state.seed, epoch.epoch, spec.index)
+        return apply_transform(self.transform, sample, seed)
 
     def _tensor(self, data: np.ndarray) -> torch.Tensor:
         if self._slice_axis is not None:
@@ -585,22 +551,6 @@ class AtlasDataset(IterableDataset):
         return StreamLoader(self, batch_size=batch_size, num_workers=num_workers, **kwargs)
 
 
-def _rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
-    if rank is None and world_size is None:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_rank(), dist.get_world_size()
-        return 0, 1
-    if rank is None or world_size is None:
-        raise InvalidInput("give both rank= and world_size=, or neither")
-    world = _count(world_size, "world_size", 1)
-    r = _count(rank, "rank", 0)
-    if r >= world:
-        raise InvalidInput(f"rank {r} is not below world_size {world}")
-    return r, world
-
-
 def _read_chunks(positions: np.ndarray, batch: int, most: int) -> list[np.ndarray]:
     """``positions`` cut into read batches, growing from one loader batch to ``most``.
 
@@ -620,29 +570,3 @@ def _read_chunks(positions: np.ndarray, batch: int, most: int) -> list[np.ndarra
 def _nbytes(read: _Read) -> int:
     _, image, label = read
     return int(image.data.nbytes) + (int(label.data.nbytes) if label is not None else 0)
-
-
-def _sample_seed(seed: int, epoch: int, index: int) -> int:
-    """A 32-bit seed for one sample's transforms, from ``(seed, epoch, index)`` alone."""
-    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
-
-
-def _transformed(transform: Callable[[Sample], Any], sample: Sample, seed: int) -> Any:
-    """Apply ``transform`` with its randomness drawn from ``seed``.
-
-    MONAI transforms (``set_random_state``) get their own generator; anything else (TorchIO,
-    plain functions) runs with torch's and numpy's generators seeded for the call and
-    restored after it.
-    """
-    set_state = getattr(transform, "set_random_state", None)
-    if callable(set_state):
-        set_state(seed=seed)
-        return transform(sample)
-    saved = np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        np.random.seed(seed)
-        try:
-            return transform(sample)
-        finally:
-            np.random.set_state(saved)
