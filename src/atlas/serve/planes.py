@@ -29,6 +29,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from atlas.errors import InvalidInput
+from atlas.serve.choices import parse_choice
 
 if TYPE_CHECKING:
     from atlas.read import ImageInfo
@@ -82,13 +83,7 @@ _NORMAL = {Plane.AXIAL: 0, Plane.CORONAL: 1, Plane.SAGITTAL: 2}
 
 def parse_plane(value: Any) -> Plane:
     """``value`` as a :class:`Plane`; :class:`InvalidInput` naming the choices otherwise."""
-    if isinstance(value, Plane):
-        return value
-    try:
-        return Plane(value)
-    except ValueError:
-        choices = ", ".join(p.value for p in Plane)
-        raise InvalidInput(f"plane must be one of {choices}, got {value!r}") from None
+    return parse_choice(Plane, value, "plane")
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from atlas.errors import InvalidInput, NotFound
 from atlas.ome import OmeImage, OmeLabel
 from atlas.ome.metadata import default_color
 from atlas.read import ImageInfo, Reader, ReadRequest, Region
+from atlas.serve.choices import parse_choice
 from atlas.serve.context import SeriesEntry
 from atlas.serve.planes import Plane, PlaneGeometry, axis_samples, parse_plane, plane_geometry
 from atlas.serve.window import (
@@ -128,13 +129,7 @@ def _opacity(value: Any) -> float:
 
 
 def _format(value: Any) -> TileFormat:
-    if isinstance(value, TileFormat):
-        return value
-    try:
-        return TileFormat(str(value).lower() if isinstance(value, str) else value)
-    except ValueError:
-        names = ", ".join(f.value for f in TileFormat)
-        raise InvalidInput(f"tile format must be one of {names}, got {value!r:.40}") from None
+    return parse_choice(TileFormat, value, "tile format", fold_case=True)
 
 
 @dataclass(frozen=True)
