@@ -226,3 +226,31 @@ def test_level_one_uses_its_own_affine(tmp_path: Path) -> None:
     np.testing.assert_allclose(simg.GetSpacing(), info.level_spacing(1)[::-1], rtol=1e-5)
     got = simg.TransformIndexToPhysicalPoint((5, 9, 2))
     np.testing.assert_allclose(got, lps[1], atol=1e-4)
+
+
+def test_failure_mid_write_leaves_nothing(catalog, tmp_path: Path, monkeypatch) -> None:
+    """A disk that fills up on the second file: no partial export, no hidden folder left."""
+    import errno
+
+    from atlas.export import nifti
+
+    cat, row, *_ = catalog
+    real = nifti.write_nifti
+    calls: list[Path] = []
+
+    def full_disk(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, data, affine)
+
+    monkeypatch.setattr(nifti, "write_nifti", full_disk)
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "a.txt").write_text("a")
+    for out in (tmp_path / "new", tmp_path / "kept"):
+        calls.clear()
+        with pytest.raises(InvalidInput, match="No space left on device"):
+            export_series(cat.stores, row["series_id"], out, labels=True)
+        assert len(calls) == 2
+    assert os.listdir(tmp_path) == ["kept"]
+    assert os.listdir(tmp_path / "kept") == ["a.txt"]
