@@ -16,6 +16,7 @@ from atlas import __version__
 from atlas.cli import access as access_cli
 from atlas.cli import bench as bench_cli
 from atlas.cli import catalog as catalog_cli
+from atlas.cli import export as export_cli
 from atlas.cli import ingest as ingest_cli
 from atlas.cli import serve as serve_cli
 from atlas.cli import sites as sites_cli
@@ -37,6 +38,7 @@ app.add_typer(catalog_cli.release_app, name="release")
 app.add_typer(catalog_cli.consent_app, name="consent")
 app.command("query")(catalog_cli.query_command)
 app.command("erase")(catalog_cli.erase_command)
+app.command("export")(export_cli.export_command)
 app.command("stream")(stream_cli.stream_command)
 app.command("serve")(serve_cli.serve_command)
 app.add_typer(access_cli.token_app, name="token")
